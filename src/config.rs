@@ -1,0 +1,355 @@
+//! Daemon configuration: a TOML file plus `BRAINAGED__SECTION__KEY` environment overrides.
+//!
+//! Every key is documented in `config/brainaged.example.toml`; the key names are a contract with
+//! operators and tests, so renaming one is a breaking change.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dicom: DicomConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+}
+
+/// The DICOM listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Address the storage SCP listens on.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Our AE title: associations calling another title are rejected.
+    #[serde(default = "default_ae_title")]
+    pub ae_title: String,
+    /// Accept any calling AE (true) or only those in `callers` (false).
+    #[serde(default)]
+    pub accept_any_caller: bool,
+    /// The calling AEs allowed when `accept_any_caller` is false.
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
+    /// Associations served at once; further ones are rejected (transient, local limit exceeded).
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+    /// Largest PDU we accept, in bytes. We honour the peer's own maximum when we send.
+    #[serde(default = "default_max_pdu")]
+    pub max_pdu_length: u32,
+    /// Seconds to wait for an A-ASSOCIATE-RQ after a TCP connect (DICOM's ARTIM timer).
+    #[serde(default = "default_artim")]
+    pub artim_timeout_secs: u64,
+    /// Seconds an association may sit idle between PDUs before we abort it.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Storage SOP classes other than MR that are accepted and stored but never scored, so that a
+    /// PACS pushing a whole study does not fail on a rejected presentation context.
+    #[serde(default = "default_other_storage")]
+    pub other_storage_classes: Vec<String>,
+}
+
+/// One allowed calling AE.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    pub ae_title: String,
+    /// When set, the caller must connect from this address.
+    #[serde(default)]
+    pub host: Option<IpAddr>,
+}
+
+/// The durable instance store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL. Absent: the daemon runs a private cluster under `data_dir`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Where the embedded cluster lives when `url` is absent.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Connections in the pool.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+/// Series completion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// A series is complete after this many seconds without a new instance.
+    #[serde(default = "default_stable_after")]
+    pub stable_after_secs: u64,
+    /// How often the tracker looks for series that have become stable, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Emit JSON lines instead of human-readable text.
+    #[serde(default)]
+    pub json: bool,
+    /// A tracing filter such as "info" or "brainaged=debug"; `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+/// ONNX Runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Execution providers in order of preference; "cpu" is always the last resort.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<String>,
+    /// Path of libonnxruntime.so; absent: `ORT_DYLIB_PATH`, then the set-up script's location.
+    #[serde(default)]
+    pub library_path: Option<PathBuf>,
+    /// Threads inside one operator; 0 lets ONNX Runtime choose.
+    #[serde(default)]
+    pub intra_op_threads: usize,
+    /// Directory holding model packages.
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 11112))
+}
+fn default_ae_title() -> String {
+    "BRAINAGED".into()
+}
+fn default_max_associations() -> usize {
+    32
+}
+fn default_max_pdu() -> u32 {
+    // 64 KiB is the floor the issue sets; larger PDUs cut per-PDU overhead on big MR frames.
+    262_144
+}
+fn default_artim() -> u64 {
+    30
+}
+fn default_idle() -> u64 {
+    300
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/brainaged/spool")
+}
+fn default_stable_after() -> u64 {
+    30
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_providers() -> Vec<String> {
+    vec!["cuda".into(), "cpu".into()]
+}
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+
+/// Storage classes that a PACS commonly pushes beside MR images.
+fn default_other_storage() -> Vec<String> {
+    [
+        "1.2.840.10008.5.1.4.1.1.7",     // Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.1",   // Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",   // Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",   // Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",   // Multi-frame True Color SC
+        "1.2.840.10008.5.1.4.1.1.88.11", // Basic Text SR
+        "1.2.840.10008.5.1.4.1.1.88.22", // Enhanced SR
+        "1.2.840.10008.5.1.4.1.1.88.33", // Comprehensive SR
+        "1.2.840.10008.5.1.4.1.1.88.34", // Comprehensive 3D SR
+        "1.2.840.10008.5.1.4.1.1.88.59", // Key Object Selection
+        "1.2.840.10008.5.1.4.1.1.11.1",  // Grayscale Softcopy Presentation State
+        "1.2.840.10008.5.1.4.1.1.11.2",  // Color Softcopy Presentation State
+        "1.2.840.10008.5.1.4.1.1.66",    // Raw Data
+        "1.2.840.10008.5.1.4.1.1.104.1", // Encapsulated PDF
+        "1.2.840.10008.5.1.4.1.1.4.2",   // MR Spectroscopy
+        "1.2.840.10008.5.1.4.1.1.481.1", // RT Image
+        "1.2.840.10008.5.1.4.1.1.2",     // CT Image (mixed studies)
+        "1.2.840.10008.5.1.4.1.1.2.1",   // Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.128",   // PET
+        "1.2.840.10008.5.1.4.1.1.30",    // Parametric Map
+        "1.2.840.10008.5.1.4.1.1.66.4",  // Segmentation
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            ae_title: default_ae_title(),
+            accept_any_caller: false,
+            callers: Vec::new(),
+            max_associations: default_max_associations(),
+            max_pdu_length: default_max_pdu(),
+            artim_timeout_secs: default_artim(),
+            idle_timeout_secs: default_idle(),
+            other_storage_classes: default_other_storage(),
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_spool_dir(),
+        }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            stable_after_secs: default_stable_after(),
+            poll_interval_ms: default_poll_ms(),
+        }
+    }
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            providers: default_providers(),
+            library_path: None,
+            intra_op_threads: 0,
+            models_dir: default_models_dir(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (when given) and applies `BRAINAGED__SECTION__KEY` overrides.
+    ///
+    /// The separator is set explicitly to a double underscore because keys themselves contain
+    /// single underscores (`BRAINAGED__DICOM__AE_TITLE` → `dicom.ae_title`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("BRAINAGED")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("dicom.other_storage_classes")
+                .with_list_parse_key("inference.providers"),
+        );
+        let cfg: Config = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ae = self.dicom.ae_title.trim();
+        if ae.is_empty() || ae.len() > 16 {
+            return Err(ConfigError::Invalid(format!(
+                "dicom.ae_title must be 1 to 16 characters, got {:?}",
+                self.dicom.ae_title
+            )));
+        }
+        if self.dicom.max_pdu_length < 65_536 {
+            return Err(ConfigError::Invalid(
+                "dicom.max_pdu_length must be at least 65536".into(),
+            ));
+        }
+        if self.dicom.max_associations == 0 {
+            return Err(ConfigError::Invalid(
+                "dicom.max_associations must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the daemon keeps state that is not the spool: the embedded cluster, job outputs.
+    pub fn data_dir(&self) -> PathBuf {
+        self.database.data_dir.clone().unwrap_or_else(|| {
+            self.spool
+                .dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg.dicom.ae_title, "BRAINAGED");
+        assert_eq!(cfg.tracker.stable_after_secs, 30);
+        assert!(cfg.dicom.max_pdu_length >= 65_536);
+        assert!(!cfg.dicom.accept_any_caller);
+    }
+
+    #[test]
+    fn contract_keys_parse() {
+        let cfg: Config = toml::from_str(
+            r#"
+            [dicom]
+            bind = "127.0.0.1:4242"
+            ae_title = "X"
+            accept_any_caller = false
+            [[dicom.callers]]
+            ae_title = "SCANNER1"
+            host = "10.1.2.3"
+            [spool]
+            dir = "/tmp/s"
+            [database]
+            url = "postgres://localhost/x"
+            [tracker]
+            stable_after_secs = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.dicom.callers[0].host, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(cfg.tracker.stable_after_secs, 2);
+        assert_eq!(cfg.database.url.as_deref(), Some("postgres://localhost/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("[dicom]\nae_titel = \"X\"").is_err());
+    }
+}

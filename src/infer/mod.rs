@@ -1,0 +1,1 @@
+//! ONNX Runtime inference: model packages, ensembles, bias correction, joint-diffusion sampling.

@@ -1,0 +1,1 @@
+//! Resampling, registration, DTI and model-input recipes.

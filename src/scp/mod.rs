@@ -1,0 +1,1 @@
+//! DICOM upper-layer service: associations, C-ECHO, C-STORE, AE policy.

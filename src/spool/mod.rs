@@ -1,0 +1,1 @@
+//! The durable instance store: the source of truth for every received instance.
