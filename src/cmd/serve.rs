@@ -1,10 +1,94 @@
-//! `brainaged serve` (not built yet: its issue is open).
+//! `brainaged serve`: the daemon.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use tracing::{info, warn};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`brainaged serve` is not available in this build yet")
+use brainaged::config::Config;
+use brainaged::db::Db;
+use brainaged::db::embedded::EmbeddedCluster;
+use brainaged::{shutdown, telemetry, tracker};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (TOML); `BRAINAGED__SECTION__KEY` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref())?;
+    telemetry::init(
+        args.log_json || config.logging.json,
+        config.logging.filter.as_deref(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to `database.url`, or starts the embedded cluster when it is absent, and applies
+/// migrations. The cluster handle, when there is one, stops the cluster when dropped.
+pub async fn open_database(config: &Config) -> anyhow::Result<(Db, Option<EmbeddedCluster>)> {
+    let max = config.database.max_connections.unwrap_or(16);
+    let (db, cluster) = match &config.database.url {
+        Some(url) => (
+            Db::connect(url, max)
+                .await
+                .context("connecting to database.url")?,
+            None,
+        ),
+        None => {
+            let dir = config.data_dir().join("db");
+            let cluster =
+                tokio::task::spawn_blocking(move || EmbeddedCluster::start(&dir)).await??;
+            cluster.ensure_database().await?;
+            (Db::connect(&cluster.url(), max).await?, Some(cluster))
+        }
+    };
+    db.migrate().await?;
+    Ok((db, cluster))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (db, mut cluster) = open_database(&config).await?;
+    if let Some(c) = cluster.as_mut() {
+        c.adopt();
+    }
+    let requeued = db.requeue_orphaned_jobs().await?;
+    if requeued > 0 {
+        info!(
+            requeued,
+            "jobs left running by a previous daemon were requeued"
+        );
+    }
+    let (trigger, shutdown) = shutdown::channel();
+    let tracker = tokio::spawn(tracker::run(
+        db.clone(),
+        config.tracker.clone(),
+        shutdown.clone(),
+    ));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!("brainaged running");
+
+    shutdown::signal().await;
+    info!("shutdown requested");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    trigger.fire();
+    if let Err(e) = tracker.await {
+        warn!(error = %e, "tracker task ended abnormally");
+    }
+    db.close().await;
+    if let Some(mut c) = cluster {
+        c.stop()?;
+    }
+    info!("brainaged stopped");
+    Ok(())
 }
