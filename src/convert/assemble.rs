@@ -221,7 +221,7 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
             .and_then(Value::as_str)
             .map(|d| if d == "ROW" { 0 } else { 1 });
         let mut axis = phase_axis;
-        if keep.len() == 1 && meta::is_3d(&volume.meta) {
+        if keep.len() == 1 && nz > 1 && meta::is_3d(&volume.meta) {
             axis = reorient_3d(&mut volume, axis);
         }
         if let Some(a) = axis {

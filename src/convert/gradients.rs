@@ -36,7 +36,10 @@ pub fn table(
                 let x = dot(o.row, g);
                 let y = -dot(o.col, g);
                 let z = slice_sign * dot(o.normal, g);
-                [if flip_x { -x } else { x }, y, z]
+                // dcm2niix writes unit vectors even when the scanner's are not quite unit.
+                let norm = (x * x + y * y + z * z).sqrt();
+                let v = [if flip_x { -x } else { x }, y, z];
+                if norm > 0.0 { v.map(|c| c / norm) } else { v }
             }
             _ => [0.0; 3],
         };

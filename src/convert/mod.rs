@@ -163,6 +163,17 @@ fn group_files(
     (series, unreadable)
 }
 
+/// Keeps an error list readable when every file of a series fails the same way.
+fn summarise(mut problems: Vec<String>) -> Vec<String> {
+    const SHOWN: usize = 3;
+    if problems.len() > SHOWN {
+        let more = problems.len() - SHOWN;
+        problems.truncate(SHOWN);
+        problems.push(format!("and {more} more files"));
+    }
+    problems
+}
+
 /// One series: split, assemble every group, classify.
 fn convert_series(
     uid: String,
@@ -170,7 +181,7 @@ fn convert_series(
     options: &ConvertOptions,
 ) -> Result<ConvertedSeries, SeriesError> {
     let series_number = input.frames.first().and_then(|f| f.series.series_number);
-    let mut problems = input.problems;
+    let mut problems = summarise(input.problems);
     let mut volumes = Vec::new();
     let groups = assemble::split(input.frames);
     let many = groups.len() > 1;
