@@ -21,3 +21,11 @@ pub trait InstanceIndex: Send + Sync + 'static {
         rec: &InstanceRecord,
     ) -> impl Future<Output = Result<(), IndexError>> + Send;
 }
+
+impl InstanceIndex for crate::db::Db {
+    async fn index_instance(&self, rec: &InstanceRecord) -> Result<(), IndexError> {
+        crate::db::Db::index_instance(self, rec)
+            .await
+            .map_err(|e| IndexError(e.to_string()))
+    }
+}
