@@ -9,7 +9,8 @@ use tracing::{info, warn};
 use brainaged::config::Config;
 use brainaged::db::Db;
 use brainaged::db::embedded::EmbeddedCluster;
-use brainaged::{shutdown, telemetry, tracker};
+use brainaged::spool::Spool;
+use brainaged::{scp, shutdown, telemetry, tracker};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,12 +70,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "jobs left running by a previous daemon were requeued"
         );
     }
+    let spool = Spool::open(&config.spool.dir)
+        .with_context(|| format!("opening the spool at {}", config.spool.dir.display()))?;
+    let server = scp::Server::bind(&config.dicom, spool, db.clone()).await?;
     let (trigger, shutdown) = shutdown::channel();
     let tracker = tokio::spawn(tracker::run(
         db.clone(),
         config.tracker.clone(),
         shutdown.clone(),
     ));
+    let listener = tokio::spawn(server.run(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!("brainaged running");
 
@@ -82,6 +87,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     info!("shutdown requested");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     trigger.fire();
+    match listener.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "DICOM listener ended with an error"),
+        Err(e) => warn!(error = %e, "DICOM listener task ended abnormally"),
+    }
     if let Err(e) = tracker.await {
         warn!(error = %e, "tracker task ended abnormally");
     }

@@ -60,7 +60,7 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
         Ok(Self { pool })
@@ -95,6 +95,11 @@ impl Db {
             .max_connections(1)
             .connect(&admin_url)
             .await?;
+        // Once per test process: concurrent DROP DATABASEs of the same leftovers only queue up.
+        static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        CLEANED
+            .get_or_try_init(|| drop_stale_test_databases(&admin))
+            .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name}"
         )))
@@ -109,6 +114,25 @@ impl Db {
         db.migrate().await?;
         Ok((db, url))
     }
+}
+
+/// Test databases are named after the test process; those of processes that no longer exist
+/// are dropped here, so the shared server does not fill up with the leftovers of old runs.
+async fn drop_stale_test_databases(admin: &PgPool) -> Result<(), DbError> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'brainaged_test_%'")
+            .fetch_all(admin)
+            .await?;
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            // Another test process may be dropping the same leftover: not an error worth failing on.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await;
+        }
+    }
+    Ok(())
 }
 
 static TEST_DB_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
