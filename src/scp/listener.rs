@@ -29,7 +29,7 @@ pub(crate) struct Service<I> {
 }
 
 /// The storage SCP: a bound listener ready to [`run`](Server::run).
-pub struct Server<I> {
+pub struct Server<I = crate::db::Db> {
     listener: TcpListener,
     svc: Arc<Service<I>>,
     /// One permit per association being served; when none is left, requests are refused

@@ -47,6 +47,7 @@ pub(crate) async fn handle<I: InstanceIndex>(
     origin: &Origin<'_>,
     dataset: Vec<u8>,
 ) -> (u16, Vec<u8>, Vec<u8>) {
+    let started = std::time::Instant::now();
     let spool = svc.spool.clone();
     let req_owned = req.clone();
     let ae = origin.calling_ae.to_string();
@@ -66,6 +67,7 @@ pub(crate) async fn handle<I: InstanceIndex>(
             Vec::new(),
         ),
     };
+    let spooled = started.elapsed();
     let outcome = match outcome {
         Ok(rec) => svc
             .index
@@ -76,7 +78,12 @@ pub(crate) async fn handle<I: InstanceIndex>(
     };
     match outcome {
         Ok(()) => {
-            debug!(sop_instance_uid = %req.affected_sop_instance, "stored");
+            debug!(
+                sop_instance_uid = %req.affected_sop_instance,
+                spool_us = spooled.as_micros() as u64,
+                total_us = started.elapsed().as_micros() as u64,
+                "stored"
+            );
             (
                 status::SUCCESS,
                 req.response(status::SUCCESS, None),
