@@ -43,6 +43,7 @@ impl VoxelData {
     }
 
     /// A float copy, for stages that compute on intensities.
+    #[allow(clippy::unnecessary_cast)] // the macro's F32 arm casts f32 to itself
     pub fn to_f32(&self) -> ArrayD<f32> {
         each_variant!(self, a => a.mapv(|v| v as f32))
     }

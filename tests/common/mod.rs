@@ -184,10 +184,10 @@ pub fn acknowledged_files(log: &str) -> Vec<PathBuf> {
     for line in log.lines() {
         if let Some(file) = line.strip_prefix("I: Sending file: ") {
             current = Some(PathBuf::from(file.trim()));
-        } else if line.contains("Received Store Response (Success)") {
-            if let Some(f) = current.take() {
-                acked.push(f);
-            }
+        } else if line.contains("Received Store Response (Success)")
+            && let Some(f) = current.take()
+        {
+            acked.push(f);
         }
     }
     acked
