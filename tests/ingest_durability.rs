@@ -183,3 +183,43 @@ async fn database_outage_answers_failure_and_loses_nothing() {
     db.close().await;
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_send_finishes_the_message_in_flight_and_exits_0() {
+    let folder = dicom_folder("philips-dwi-vanderbilt");
+    let (db, url) = Db::connect_for_test().await.expect("test database");
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut daemon = Daemon::start(&spool, &url, &[]);
+    let log = tmp.path().join("storescu-term.log");
+    let mut sender = send_logged(daemon.port, &folder, &log);
+    for _ in 0..600 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM instances")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        if n >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    assert!(
+        daemon.terminate().success(),
+        "SIGTERM exits 0:\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    let _ = sender.wait();
+    let acked = acknowledged_files(&std::fs::read_to_string(&log).unwrap());
+    assert!(acked.len() >= 100, "only {} acknowledged", acked.len());
+    assert_acknowledged_are_kept(&db, &spool, &acked).await;
+    // Nothing half-written is indexed: every row's file is a complete instance.
+    for (uid, rel) in indexed(&db).await {
+        assert_eq!(sop_instance_uid(&spool.join(rel)), uid);
+    }
+}
