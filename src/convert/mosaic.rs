@@ -1,0 +1,373 @@
+//! Siemens mosaics: one DICOM image that holds every slice of a volume as tiles of a grid.
+//!
+//! Siemens EPI and DWI (syngo VB/VD/VE) store each volume as one image whose ImageType contains
+//! MOSAIC. The CSA image header says how many tiles are real slices (NumberOfImagesInMosaic) and
+//! along which direction they advance (SliceNormalVector); the grid is ceil(sqrt(N)) tiles wide.
+//! The file's ImagePositionPatient is the corner of the whole grid, not of a slice, so, as dcm2niix
+//! does, each tile's corner is found by moving half the unused grid width and height in plane and
+//! then `k × spacing` along the slice normal for tile `k`. Diffusion comes from the CSA header
+//! (B_value, DiffusionGradientDirection, in the patient frame), or from the standard tags.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_pixeldata::{ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder};
+
+use super::csa::{CsaError, CsaHeader};
+use super::dicom_value::{bytes, fixed, float, int, private_tag, text, upper_texts};
+use super::frame::{Diffusion, Frame, PixelSource};
+use crate::volume::VolumeMeta;
+
+/// Why a mosaic could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum MosaicError {
+    #[error("{path}: CSA image header: {source}")]
+    Csa { path: PathBuf, source: CsaError },
+    #[error("{path}: mosaic without NumberOfImagesInMosaic (CSA or (0019,100A))")]
+    NoTileCount { path: PathBuf },
+    #[error("{path}: mosaic of {rows}×{columns} cannot hold {tiles} equal tiles")]
+    BadGrid {
+        path: PathBuf,
+        rows: u32,
+        columns: u32,
+        tiles: u32,
+    },
+    #[error("{path}: missing or malformed {attribute}")]
+    Missing {
+        path: PathBuf,
+        attribute: &'static str,
+    },
+    #[error("{path}: cannot open: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{path}: cannot decode frame {index}: {message}")]
+    Decode {
+        path: PathBuf,
+        index: u32,
+        message: String,
+    },
+    #[error("tile {tile} lies outside a decoded mosaic of {len} pixels")]
+    TileOutside { tile: u32, len: usize },
+}
+
+/// How the tiles of one mosaic are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MosaicLayout {
+    /// Tiles that hold slices; the rest of the grid is blank.
+    pub tiles: u32,
+    /// Grid width and height in tiles: ceil(sqrt(tiles)).
+    pub tiles_per_row: u32,
+    /// Size of one tile (one slice).
+    pub tile_rows: u32,
+    pub tile_columns: u32,
+    /// Size of the whole mosaic image.
+    pub mosaic_rows: u32,
+    pub mosaic_columns: u32,
+}
+
+/// True when `obj` is a Siemens mosaic (ImageType contains MOSAIC).
+pub fn is_mosaic(obj: &InMemDicomObject) -> bool {
+    upper_texts(obj, tags::IMAGE_TYPE)
+        .iter()
+        .any(|v| v == "MOSAIC")
+}
+
+/// The CSA image header (0029,1010) of `obj`, if there is one.
+pub fn csa_image_header(obj: &InMemDicomObject) -> Option<Result<CsaHeader, CsaError>> {
+    let tag = private_tag(obj, 0x0029, "SIEMENS CSA HEADER", 0x10)
+        .unwrap_or(dicom_core::Tag(0x0029, 0x1010));
+    bytes(obj, tag).map(|raw| CsaHeader::parse(&raw))
+}
+
+/// Grid layout of the mosaic `obj` (read from `path`, for error messages).
+pub fn layout(
+    path: &Path,
+    obj: &InMemDicomObject,
+    csa: Option<&CsaHeader>,
+) -> Result<MosaicLayout, MosaicError> {
+    let missing = |attribute| MosaicError::Missing {
+        path: path.to_path_buf(),
+        attribute,
+    };
+    let mosaic_rows = int(obj, tags::ROWS).ok_or_else(|| missing("Rows"))? as u32;
+    let mosaic_columns = int(obj, tags::COLUMNS).ok_or_else(|| missing("Columns"))? as u32;
+    let from_csa = csa.and_then(|c| c.number("NumberOfImagesInMosaic"));
+    let from_private =
+        private_tag(obj, 0x0019, "SIEMENS MR HEADER", 0x0A).and_then(|tag| float(obj, tag));
+    let tiles = from_csa
+        .or(from_private)
+        .filter(|&n| n >= 1.0 && n.fract() == 0.0)
+        .ok_or_else(|| MosaicError::NoTileCount {
+            path: path.to_path_buf(),
+        })? as u32;
+    let tiles_per_row = (tiles as f64).sqrt().ceil() as u32;
+    let bad_grid = || MosaicError::BadGrid {
+        path: path.to_path_buf(),
+        rows: mosaic_rows,
+        columns: mosaic_columns,
+        tiles,
+    };
+    if mosaic_rows % tiles_per_row != 0 || mosaic_columns % tiles_per_row != 0 {
+        return Err(bad_grid());
+    }
+    let (tile_rows, tile_columns) = (mosaic_rows / tiles_per_row, mosaic_columns / tiles_per_row);
+    if tile_rows == 0 || tile_columns == 0 {
+        return Err(bad_grid());
+    }
+    Ok(MosaicLayout {
+        tiles,
+        tiles_per_row,
+        tile_rows,
+        tile_columns,
+        mosaic_rows,
+        mosaic_columns,
+    })
+}
+
+/// Unpacks the mosaic `obj`, read from `path`, into one [`Frame`] per tile, tile 0 first.
+///
+/// `series` is the series-level metadata the caller read from the same file.
+pub fn mosaic_frames(
+    path: &Path,
+    obj: &InMemDicomObject,
+    series: Arc<VolumeMeta>,
+) -> Result<Vec<Frame>, MosaicError> {
+    let csa = match csa_image_header(obj) {
+        Some(parsed) => Some(parsed.map_err(|source| MosaicError::Csa {
+            path: path.to_path_buf(),
+            source,
+        })?),
+        None => None,
+    };
+    let layout = layout(path, obj, csa.as_ref())?;
+    let missing = |attribute| MosaicError::Missing {
+        path: path.to_path_buf(),
+        attribute,
+    };
+    let corner: [f64; 3] =
+        fixed(obj, tags::IMAGE_POSITION_PATIENT).ok_or_else(|| missing("ImagePositionPatient"))?;
+    let orientation: [f64; 6] = fixed(obj, tags::IMAGE_ORIENTATION_PATIENT)
+        .ok_or_else(|| missing("ImageOrientationPatient"))?;
+    let pixel_spacing: [f64; 2] =
+        fixed(obj, tags::PIXEL_SPACING).ok_or_else(|| missing("PixelSpacing"))?;
+    let row_dir = [orientation[0], orientation[1], orientation[2]];
+    let col_dir = [orientation[3], orientation[4], orientation[5]];
+    let normal = csa
+        .as_ref()
+        .and_then(|c| c.vector3("SliceNormalVector"))
+        .filter(|n| norm(*n) > 0.5)
+        .unwrap_or_else(|| cross(row_dir, col_dir));
+    let slice_thickness = float(obj, tags::SLICE_THICKNESS);
+    let spacing = float(obj, tags::SPACING_BETWEEN_SLICES)
+        .filter(|s| *s > 0.0)
+        .or(slice_thickness)
+        .ok_or_else(|| missing("SpacingBetweenSlices or SliceThickness"))?;
+
+    let first = tile_zero_position(corner, row_dir, col_dir, pixel_spacing, &layout);
+    let diffusion = diffusion(obj, csa.as_ref());
+    let template = Frame {
+        series_instance_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        instance_number: int(obj, tags::INSTANCE_NUMBER),
+        rows: layout.tile_rows,
+        columns: layout.tile_columns,
+        position: first,
+        orientation,
+        pixel_spacing,
+        slice_thickness,
+        echo_number: int(obj, tags::ECHO_NUMBERS),
+        echo_time: float(obj, tags::ECHO_TIME),
+        image_type: upper_texts(obj, tags::IMAGE_TYPE),
+        acquisition_time: text(obj, tags::ACQUISITION_TIME),
+        volume_index: None,
+        diffusion,
+        rescale: (
+            float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
+            float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+        ),
+        private_scale: None,
+        bits_allocated: int(obj, tags::BITS_ALLOCATED).unwrap_or(16) as u16,
+        pixel_representation: int(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) as u16,
+        pixels: PixelSource::File {
+            path: path.to_path_buf(),
+            index: 0,
+        },
+        series,
+    };
+    Ok((0..layout.tiles)
+        .map(|tile| {
+            let step = tile as f64 * spacing;
+            Frame {
+                position: [
+                    first[0] + step * normal[0],
+                    first[1] + step * normal[1],
+                    first[2] + step * normal[2],
+                ],
+                pixels: PixelSource::MosaicTile {
+                    path: path.to_path_buf(),
+                    index: 0,
+                    tile,
+                    tiles_per_row: layout.tiles_per_row,
+                },
+                ..template.clone()
+            }
+        })
+        .collect())
+}
+
+/// Corner of tile 0: the mosaic's corner moved in plane by half the blank width and height.
+fn tile_zero_position(
+    corner: [f64; 3],
+    row_dir: [f64; 3],
+    col_dir: [f64; 3],
+    pixel_spacing: [f64; 2],
+    layout: &MosaicLayout,
+) -> [f64; 3] {
+    // Along a row (row_dir) pixels are PixelSpacing[1] apart; down a column, PixelSpacing[0].
+    let across = pixel_spacing[1] * (layout.mosaic_columns - layout.tile_columns) as f64 / 2.0;
+    let down = pixel_spacing[0] * (layout.mosaic_rows - layout.tile_rows) as f64 / 2.0;
+    [0, 1, 2].map(|i| corner[i] + row_dir[i] * across + col_dir[i] * down)
+}
+
+/// Diffusion encoding from the CSA header, else the standard tags; None for non-diffusion images.
+fn diffusion(obj: &InMemDicomObject, csa: Option<&CsaHeader>) -> Option<Diffusion> {
+    let bval = csa
+        .and_then(|c| c.number("B_value"))
+        .or_else(|| float(obj, tags::DIFFUSION_B_VALUE))?;
+    let direction = csa
+        .and_then(|c| c.vector3("DiffusionGradientDirection"))
+        .or_else(|| {
+            super::dicom_value::first_item(obj, tags::DIFFUSION_GRADIENT_DIRECTION_SEQUENCE)
+                .and_then(|item| fixed(item, tags::DIFFUSION_GRADIENT_ORIENTATION))
+        })
+        .filter(|v| norm(*v) > 0.5)
+        .map(unit);
+    Some(Diffusion {
+        bval,
+        bvec_patient: if bval > 0.0 { direction } else { None },
+        derived_isotropic: false,
+    })
+}
+
+/// Cuts tile `tile` out of one decoded mosaic frame (row-major, `mosaic_columns` wide).
+pub fn cut_tile<T: Copy>(
+    mosaic: &[T],
+    mosaic_columns: u32,
+    tile: u32,
+    tiles_per_row: u32,
+    rows: u32,
+    columns: u32,
+) -> Result<Vec<T>, MosaicError> {
+    let (rows, columns, width) = (rows as usize, columns as usize, mosaic_columns as usize);
+    let top = (tile / tiles_per_row) as usize * rows;
+    let left = (tile % tiles_per_row) as usize * columns;
+    let last = (top + rows).saturating_sub(1) * width + left + columns;
+    if tiles_per_row == 0 || left + columns > width || last > mosaic.len() {
+        return Err(MosaicError::TileOutside {
+            tile,
+            len: mosaic.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(rows * columns);
+    for r in top..top + rows {
+        out.extend_from_slice(&mosaic[r * width + left..r * width + left + columns]);
+    }
+    Ok(out)
+}
+
+/// Decodes frame `index` of the mosaic at `path` and returns its first `layout.tiles` tiles,
+/// stored values (no rescale) converted to `T`. Decoding once for all tiles keeps a volume to one
+/// read of its file.
+pub fn decode_tiles<T>(
+    path: &Path,
+    index: u32,
+    layout: &MosaicLayout,
+) -> Result<Vec<Vec<T>>, MosaicError>
+where
+    T: Sample,
+{
+    let obj = dicom_object::open_file(path).map_err(|e| MosaicError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let decode_err = |message: String| MosaicError::Decode {
+        path: path.to_path_buf(),
+        index,
+        message,
+    };
+    let decoded = obj
+        .decode_pixel_data_frame(index)
+        .map_err(|e| decode_err(e.to_string()))?;
+    let pixels = T::stored_values(&decoded).map_err(|e| decode_err(e.to_string()))?;
+    (0..layout.tiles)
+        .map(|tile| {
+            cut_tile(
+                &pixels,
+                layout.mosaic_columns,
+                tile,
+                layout.tiles_per_row,
+                layout.tile_rows,
+                layout.tile_columns,
+            )
+        })
+        .collect()
+}
+
+/// A pixel sample type the stored values of a decoded frame can be converted into.
+pub trait Sample: Copy {
+    /// Stored values (no modality LUT) of the single decoded frame.
+    fn stored_values(decoded: &DecodedPixelData<'_>) -> dicom_pixeldata::Result<Vec<Self>>;
+}
+
+macro_rules! sample {
+    ($($t:ty),*) => {$(
+        impl Sample for $t {
+            fn stored_values(decoded: &DecodedPixelData<'_>) -> dicom_pixeldata::Result<Vec<Self>> {
+                let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+                decoded.to_vec_frame_with_options(0, &options)
+            }
+        }
+    )*};
+}
+sample!(u8, i16, u16, i32, u32, f32, f64);
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn norm(v: [f64; 3]) -> f64 {
+    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+fn unit(v: [f64; 3]) -> [f64; 3] {
+    let n = norm(v);
+    v.map(|x| x / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_tile_takes_the_right_block() {
+        // A 4×6 mosaic of 2×3 tiles, 2 tiles per row; pixel value = row * 10 + column.
+        let mosaic: Vec<u16> = (0..4)
+            .flat_map(|r| (0..6).map(move |c| (r * 10 + c) as u16))
+            .collect();
+        assert_eq!(
+            cut_tile(&mosaic, 6, 0, 2, 2, 3).unwrap(),
+            vec![0, 1, 2, 10, 11, 12]
+        );
+        assert_eq!(
+            cut_tile(&mosaic, 6, 3, 2, 2, 3).unwrap(),
+            vec![23, 24, 25, 33, 34, 35]
+        );
+        assert!(cut_tile(&mosaic, 6, 4, 2, 2, 3).is_err());
+        assert!(cut_tile(&mosaic[..20], 6, 3, 2, 2, 3).is_err());
+    }
+}
