@@ -168,6 +168,7 @@ fn frame(
         transform
             .and_then(|g| float(g, tags::RESCALE_SLOPE))
             .or_else(|| float(obj, tags::RESCALE_SLOPE))
+            .filter(|s| *s != 0.0)
             .unwrap_or(1.0),
         transform
             .and_then(|g| float(g, tags::RESCALE_INTERCEPT))
@@ -333,4 +334,207 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
 
 fn norm(v: [f64; 3]) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    fn shared(rel: &str) -> PathBuf {
+        std::env::var_os("BRAINAGED_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+            .join("dicom")
+            .join(rel)
+    }
+
+    fn only_file(dir: &str) -> PathBuf {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(shared(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files.remove(0)
+    }
+
+    fn frames_of(path: &Path) -> Vec<Frame> {
+        let obj = dicom_object::open_file(path).unwrap();
+        assert!(is_enhanced(&obj));
+        enhanced_frames(path, &obj, Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn xa30_dwi_b0_and_diffusion_volumes() {
+        let b0 = frames_of(&only_file("siemens-xa30-dwi"));
+        assert_eq!(b0.len(), 39);
+        let d = b0[0].diffusion.as_ref().unwrap();
+        assert_eq!((d.bval, d.bvec_patient), (0.0, None));
+        assert_eq!(b0[0].volume_index, Some(1));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(shared("siemens-xa30-dwi"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let dw = frames_of(&files[1]);
+        let d = dw[5].diffusion.as_ref().unwrap();
+        assert_eq!(d.bval, 2500.0);
+        let g = d.bvec_patient.unwrap();
+        assert!(
+            (g[0] - 0.99999872).abs() < 1e-6 && g[1].abs() < 1e-9 && (g[2] - 0.0016).abs() < 1e-6
+        );
+        assert!(!d.derived_isotropic);
+        assert_eq!(dw[5].volume_index, Some(2));
+        // One frame per item, each pointing at its own frame of the pixel data, slices 3 mm apart.
+        for (i, f) in dw.iter().enumerate() {
+            assert!(matches!(f.pixels, PixelSource::File { index, .. } if index as usize == i));
+        }
+        assert!((dw[1].position[2] - dw[0].position[2] - 3.0).abs() < 1e-6);
+        assert_eq!(dw[0].echo_time, Some(68.0));
+    }
+
+    #[test]
+    fn fa_map_is_derived_without_diffusion() {
+        let frames = frames_of(&only_file("siemens-xa30-fa-derived"));
+        assert_eq!(frames.len(), 39);
+        for f in &frames {
+            assert_eq!(f.image_type, ["DERIVED", "PRIMARY", "DIFFUSION", "FA"]);
+            assert!(f.diffusion.is_none());
+        }
+    }
+
+    #[test]
+    fn philips_magnitude_and_b0_map_scale_and_split() {
+        let frames = frames_of(&only_file("philips-enhanced"));
+        assert_eq!(frames.len(), 64);
+        let (magnitude, field_map) = frames.split_at(32);
+        for f in magnitude {
+            assert_eq!(f.private_scale, Some(8.448640073766e-06));
+            assert_eq!(f.image_type[3], "M");
+            assert_eq!(f.echo_time, Some(1.52));
+            assert_eq!(f.volume_index, Some(0));
+        }
+        for f in field_map {
+            // The B0 map is in Hz: dcm2niix keeps display scaling, no private scale.
+            assert_eq!(f.private_scale, None);
+            assert_eq!(f.rescale, (0.24420024420024, -500.0));
+            assert_eq!(f.image_type[3], "FIELD_MAP");
+            assert_eq!(f.volume_index, Some(1));
+        }
+        let mut meta = VolumeMeta::default();
+        let obj = dicom_object::open_file(only_file("philips-enhanced")).unwrap();
+        fill_series_meta(&obj, &mut meta);
+        assert!((meta.repetition_time.unwrap() - 0.0038045001).abs() < 1e-9);
+        assert_eq!(meta.flip_angle, Some(12.0));
+    }
+
+    fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    }
+
+    fn ds(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+        let values = value.split('\\').map(str::to_string).collect();
+        DataElement::new(tag, vr, PrimitiveValue::Strs(values))
+    }
+
+    /// A two-frame enhanced object; `with_position` false drops frame 1's plane position.
+    fn synthetic(with_position: bool, declared_frames: &str) -> InMemDicomObject {
+        let frame = |z: &str, keep: bool| {
+            let mut groups = vec![seq(
+                tags::PLANE_ORIENTATION_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([ds(
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    VR::DS,
+                    "1\\0\\0\\0\\1\\0",
+                )])],
+            )];
+            if keep {
+                groups.push(seq(
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![InMemDicomObject::from_element_iter([ds(
+                        tags::IMAGE_POSITION_PATIENT,
+                        VR::DS,
+                        &format!("0\\0\\{z}"),
+                    )])],
+                ));
+            }
+            InMemDicomObject::from_element_iter(groups)
+        };
+        InMemDicomObject::from_element_iter([
+            ds(tags::ROWS, VR::US, "4"),
+            ds(tags::COLUMNS, VR::US, "4"),
+            ds(tags::NUMBER_OF_FRAMES, VR::IS, declared_frames),
+            seq(
+                tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([seq(
+                    tags::PIXEL_MEASURES_SEQUENCE,
+                    vec![InMemDicomObject::from_element_iter([ds(
+                        tags::PIXEL_SPACING,
+                        VR::DS,
+                        "2\\2",
+                    )])],
+                )])],
+            ),
+            seq(
+                tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+                vec![frame("0", true), frame("3", with_position)],
+            ),
+        ])
+    }
+
+    #[test]
+    fn shared_groups_apply_and_bad_input_is_a_clear_error() {
+        let path = Path::new("synthetic.dcm");
+        let frames = enhanced_frames(path, &synthetic(true, "2"), Arc::default()).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].position, [0.0, 0.0, 3.0]);
+        assert_eq!(frames[1].pixel_spacing, [2.0, 2.0]);
+        assert_eq!(frames[1].rescale, (1.0, 0.0));
+
+        let err = enhanced_frames(path, &synthetic(false, "2"), Arc::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnhancedError::Missing {
+                    index: 1,
+                    attribute: "ImagePositionPatient",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = enhanced_frames(path, &synthetic(true, "3"), Arc::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnhancedError::FrameCount {
+                    declared: 3,
+                    items: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let empty = InMemDicomObject::new_empty();
+        assert!(!is_enhanced(&empty));
+        assert!(matches!(
+            enhanced_frames(path, &empty, Arc::default()),
+            Err(EnhancedError::NotEnhanced { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_enhanced_file_fails_cleanly() {
+        let source = std::fs::read(only_file("siemens-xa10-enhanced/XA10")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for fraction in [4, 2] {
+            let path = dir.path().join(format!("cut{fraction}.dcm"));
+            std::fs::write(&path, &source[..source.len() / fraction]).unwrap();
+            // Either the header cannot be read, or the frames it yields are complete ones.
+            if let Ok(obj) = dicom_object::open_file(&path) {
+                let _ = enhanced_frames(&path, &obj, Arc::default());
+            }
+        }
+    }
 }

@@ -183,7 +183,9 @@ pub fn mosaic_frames(
         volume_index: None,
         diffusion,
         rescale: (
-            float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
+            float(obj, tags::RESCALE_SLOPE)
+                .filter(|s| *s != 0.0)
+                .unwrap_or(1.0),
             float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
         ),
         private_scale: None,
@@ -352,6 +354,122 @@ fn unit(v: [f64; 3]) -> [f64; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+
+    fn shared(rel: &str) -> PathBuf {
+        std::env::var_os("BRAINAGED_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+            .join("dicom")
+            .join(rel)
+    }
+
+    fn first_mosaic(dir: &str) -> (PathBuf, dicom_object::DefaultDicomObject) {
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(shared(dir))
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".txt"))
+            .collect();
+        files.sort();
+        let obj = dicom_object::open_file(&files[0]).unwrap();
+        (files[0].clone(), obj)
+    }
+
+    #[test]
+    fn tile_size_agrees_with_the_scanner_acquisition_matrix_text() {
+        // The scanner writes the reconstructed matrix as text ("64*64", "82p*82") in the CSA
+        // header; our tile size comes from the grid arithmetic alone.
+        for dir in [
+            "siemens-mosaic-orient-axasc35",
+            "siemens-mosaic-orient-sagdesc36",
+            "siemens-mosaic-dwi-sag",
+            "siemens-skyra-epi/mr_0003",
+        ] {
+            let (path, obj) = first_mosaic(dir);
+            assert!(is_mosaic(&obj), "{dir}");
+            let csa = csa_image_header(&obj).unwrap().unwrap();
+            let grid = layout(&path, &obj, Some(&csa)).unwrap();
+            let text = &csa.get("AcquisitionMatrixText").unwrap().items[0];
+            let dims: Vec<u32> = text
+                .split('*')
+                .map(|d| d.trim_end_matches(['p', 'P']).parse().unwrap())
+                .collect();
+            assert_eq!(
+                [grid.tile_rows, grid.tile_columns],
+                [dims[0], dims[1]],
+                "{dir}"
+            );
+            let frames = mosaic_frames(&path, &obj, Arc::default()).unwrap();
+            assert_eq!(frames.len() as u32, grid.tiles);
+            assert_eq!(
+                frames.len() as f64,
+                csa.number("NumberOfImagesInMosaic").unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn diffusion_comes_from_the_csa_header() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(shared("siemens-mosaic-dwi-sag"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let b0 = dicom_object::open_file(&files[0]).unwrap();
+        let frames = mosaic_frames(&files[0], &b0, Arc::default()).unwrap();
+        assert_eq!(frames[0].diffusion.as_ref().map(|d| d.bval), Some(0.0));
+        let dw = dicom_object::open_file(&files[1]).unwrap();
+        let frames = mosaic_frames(&files[1], &dw, Arc::default()).unwrap();
+        let d = frames[47].diffusion.as_ref().unwrap();
+        assert_eq!((d.bval, d.bvec_patient), (2000.0, Some([1.0, 0.0, 0.0])));
+        // Non-diffusion EPI mosaics carry no diffusion encoding at all.
+        let (path, epi) = first_mosaic("siemens-skyra-epi/mr_0003");
+        let frames = mosaic_frames(&path, &epi, Arc::default()).unwrap();
+        assert!(frames.iter().all(|f| f.diffusion.is_none()));
+    }
+
+    fn element(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+        let values = value.split('\\').map(str::to_string).collect();
+        DataElement::new(tag, vr, PrimitiveValue::Strs(values))
+    }
+
+    fn synthetic(rows: &str, csa: Option<Vec<u8>>) -> InMemDicomObject {
+        let mut obj = InMemDicomObject::from_element_iter([
+            element(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\M\\MOSAIC"),
+            element(tags::ROWS, VR::US, rows),
+            element(tags::COLUMNS, VR::US, "384"),
+            element(tags::IMAGE_POSITION_PATIENT, VR::DS, "0\\0\\0"),
+            element(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
+            element(tags::PIXEL_SPACING, VR::DS, "3\\3"),
+            element(tags::SLICE_THICKNESS, VR::DS, "3"),
+        ]);
+        if let Some(bytes) = csa {
+            obj.put(element(Tag(0x0029, 0x0010), VR::LO, "SIEMENS CSA HEADER"));
+            obj.put(DataElement::new(
+                Tag(0x0029, 0x1010),
+                VR::OB,
+                PrimitiveValue::from(bytes),
+            ));
+        }
+        obj
+    }
+
+    #[test]
+    fn bad_mosaics_are_clear_errors() {
+        let path = Path::new("bad.dcm");
+        let (_, real) = first_mosaic("siemens-mosaic-orient-axasc35");
+        let csa = bytes(&real, Tag(0x0029, 0x1010)).unwrap();
+
+        let ok = mosaic_frames(path, &synthetic("384", Some(csa.clone())), Arc::default());
+        assert_eq!(ok.unwrap().len(), 35);
+        let err = mosaic_frames(path, &synthetic("384", None), Arc::default()).unwrap_err();
+        assert!(matches!(err, MosaicError::NoTileCount { .. }), "{err}");
+        let err = mosaic_frames(path, &synthetic("380", Some(csa.clone())), Arc::default());
+        assert!(matches!(err, Err(MosaicError::BadGrid { .. })));
+        let cut = csa[..csa.len() / 3].to_vec();
+        let err = mosaic_frames(path, &synthetic("384", Some(cut)), Arc::default());
+        assert!(matches!(err, Err(MosaicError::Csa { .. })));
+    }
 
     #[test]
     fn cut_tile_takes_the_right_block() {
