@@ -108,7 +108,7 @@ pub fn layout(
         columns: mosaic_columns,
         tiles,
     };
-    if mosaic_rows % tiles_per_row != 0 || mosaic_columns % tiles_per_row != 0 {
+    if !mosaic_rows.is_multiple_of(tiles_per_row) || !mosaic_columns.is_multiple_of(tiles_per_row) {
         return Err(bad_grid());
     }
     let (tile_rows, tile_columns) = (mosaic_rows / tiles_per_row, mosaic_columns / tiles_per_row);
