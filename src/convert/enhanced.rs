@@ -22,6 +22,7 @@ use dicom_object::InMemDicomObject;
 
 use super::dicom_value::{first_item, fixed, float, floats, int, private_tag, text, upper_texts};
 use super::frame::{Diffusion, Frame, PixelSource};
+use super::mosaic::norm;
 use crate::volume::VolumeMeta;
 
 /// Why an enhanced multi-frame file could not be read into frames.
@@ -332,23 +333,13 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
     }
 }
 
-fn norm(v: [f64; 3]) -> f64 {
-    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use dicom_core::value::DataSetSequence;
-    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_core::{DataElement, VR};
 
-    fn shared(rel: &str) -> PathBuf {
-        std::env::var_os("BRAINAGED_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-            .join("dicom")
-            .join(rel)
-    }
+    use crate::convert::test_support::{shared_dicom as shared, text_element as ds};
 
     fn only_file(dir: &str) -> PathBuf {
         let mut files: Vec<PathBuf> = std::fs::read_dir(shared(dir))
@@ -431,11 +422,6 @@ mod tests {
 
     fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
         DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-    }
-
-    fn ds(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
-        let values = value.split('\\').map(str::to_string).collect();
-        DataElement::new(tag, vr, PrimitiveValue::Strs(values))
     }
 
     /// A two-frame enhanced object; `with_position` false drops frame 1's plane position.

@@ -4,3 +4,5 @@ pub mod dicom_value;
 pub mod enhanced;
 pub mod frame;
 pub mod mosaic;
+#[cfg(test)]
+mod test_support;

@@ -342,7 +342,8 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     ]
 }
 
-fn norm(v: [f64; 3]) -> f64 {
+/// Euclidean length.
+pub(super) fn norm(v: [f64; 3]) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
 }
 
@@ -356,13 +357,7 @@ mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 
-    fn shared(rel: &str) -> PathBuf {
-        std::env::var_os("BRAINAGED_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-            .join("dicom")
-            .join(rel)
-    }
+    use crate::convert::test_support::{shared_dicom as shared, text_element as element};
 
     fn first_mosaic(dir: &str) -> (PathBuf, dicom_object::DefaultDicomObject) {
         let mut files: Vec<PathBuf> = walkdir::WalkDir::new(shared(dir))
@@ -426,11 +421,6 @@ mod tests {
         let (path, epi) = first_mosaic("siemens-skyra-epi/mr_0003");
         let frames = mosaic_frames(&path, &epi, Arc::default()).unwrap();
         assert!(frames.iter().all(|f| f.diffusion.is_none()));
-    }
-
-    fn element(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
-        let values = value.split('\\').map(str::to_string).collect();
-        DataElement::new(tag, vr, PrimitiveValue::Strs(values))
     }
 
     fn synthetic(rows: &str, csa: Option<Vec<u8>>) -> InMemDicomObject {
