@@ -96,27 +96,11 @@ pub fn enhanced_frames(
         });
     }
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
-    let volume_keys = volume_keys(obj, per_frame);
-    let distinct: Vec<&Vec<i64>> = volume_keys
-        .iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-
+    let volume_index = volume_indices(obj, per_frame, shared);
     let mut frames = Vec::with_capacity(per_frame.len());
     for (index, own) in per_frame.iter().enumerate() {
         let groups = Groups { own, shared };
-        let volume_index = if distinct.len() > 1 {
-            distinct
-                .iter()
-                .position(|k| **k == volume_keys[index])
-                .map(|rank| rank as i64)
-        } else {
-            groups
-                .group(tags::FRAME_CONTENT_SEQUENCE)
-                .and_then(|g| int(g, tags::TEMPORAL_POSITION_INDEX))
-                .or_else(|| int(obj, tags::TEMPORAL_POSITION_IDENTIFIER))
-        };
+        let volume_index = volume_index[index];
         frames.push(frame(
             path,
             obj,
@@ -263,6 +247,37 @@ fn has_physical_units(groups: &Groups<'_>) -> bool {
     first_item(mapping, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
         .and_then(|units| text(units, tags::CODE_VALUE))
         .is_some_and(|code| code != "1")
+}
+
+/// Per frame, the key that orders its volume. The TemporalPositionIndex (or the file's
+/// TemporalPositionIdentifier) when it tells this file's volumes apart, because it also orders
+/// volumes across the files of a series; otherwise the rank of the frame's dimension index values
+/// without the in-stack position, which tells apart volumes that differ in something other than
+/// time (a Philips magnitude and its B0 map, the b-values of a single-file DWI).
+fn volume_indices(
+    obj: &InMemDicomObject,
+    per_frame: &[InMemDicomObject],
+    shared: Option<&InMemDicomObject>,
+) -> Vec<Option<i64>> {
+    let temporal: Vec<Option<i64>> = per_frame
+        .iter()
+        .map(|own| {
+            Groups { own, shared }
+                .group(tags::FRAME_CONTENT_SEQUENCE)
+                .and_then(|g| int(g, tags::TEMPORAL_POSITION_INDEX))
+                .or_else(|| int(obj, tags::TEMPORAL_POSITION_IDENTIFIER))
+        })
+        .collect();
+    let keys = volume_keys(obj, per_frame);
+    let distinct_keys: BTreeSet<&Vec<i64>> = keys.iter().collect();
+    let distinct_times: BTreeSet<Option<i64>> = temporal.iter().copied().collect();
+    if distinct_keys.len() <= 1 || distinct_times.len() >= distinct_keys.len() {
+        return temporal;
+    }
+    let ranked: Vec<&Vec<i64>> = distinct_keys.into_iter().collect();
+    keys.iter()
+        .map(|k| ranked.iter().position(|r| *r == k).map(|rank| rank as i64))
+        .collect()
 }
 
 /// Per frame, the dimension index values without the in-stack position: frames of one volume
