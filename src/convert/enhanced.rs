@@ -20,9 +20,10 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::dicom_value::{first_item, fixed, float, floats, int, private_tag, text, upper_texts};
+use super::attrs::{array as fixed, first_item, float, floats, int, text};
 use super::frame::{Diffusion, Frame, PixelSource};
 use super::mosaic::norm;
+use super::private::{private_tag, upper_texts};
 use crate::volume::VolumeMeta;
 
 /// Why an enhanced multi-frame file could not be read into frames.
@@ -63,13 +64,8 @@ impl<'a> Groups<'a> {
         first_item(self.own, sequence).or_else(|| self.shared.and_then(|s| first_item(s, sequence)))
     }
 
-    /// Numbers of `tag` inside `sequence`.
-    fn floats(&self, sequence: Tag, tag: Tag) -> Option<Vec<f64>> {
-        self.group(sequence).and_then(|g| floats(g, tag))
-    }
-
     fn float(&self, sequence: Tag, tag: Tag) -> Option<f64> {
-        self.floats(sequence, tag)?.first().copied()
+        self.group(sequence).and_then(|g| float(g, tag))
     }
 }
 
@@ -297,7 +293,7 @@ fn volume_keys(obj: &InMemDicomObject, per_frame: &[InMemDicomObject]) -> Vec<Ve
         .iter()
         .map(|own| {
             let values = first_item(own, tags::FRAME_CONTENT_SEQUENCE)
-                .and_then(|g| floats(g, tags::DIMENSION_INDEX_VALUES))
+                .map(|g| floats(g, tags::DIMENSION_INDEX_VALUES))
                 .unwrap_or_default();
             values
                 .iter()

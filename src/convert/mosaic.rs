@@ -15,9 +15,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_pixeldata::{ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder};
 
+use super::attrs::{array as fixed, first_item, float, int, text};
 use super::csa::{CsaError, CsaHeader};
-use super::dicom_value::{bytes, fixed, float, int, private_tag, text, upper_texts};
 use super::frame::{Diffusion, Frame, PixelSource};
+use super::private::{bytes, private_tag, upper_texts};
 use crate::volume::VolumeMeta;
 
 /// Why a mosaic could not be unpacked.
@@ -240,7 +241,7 @@ fn diffusion(obj: &InMemDicomObject, csa: Option<&CsaHeader>) -> Option<Diffusio
     let direction = csa
         .and_then(|c| c.vector3("DiffusionGradientDirection"))
         .or_else(|| {
-            super::dicom_value::first_item(obj, tags::DIFFUSION_GRADIENT_DIRECTION_SEQUENCE)
+            first_item(obj, tags::DIFFUSION_GRADIENT_DIRECTION_SEQUENCE)
                 .and_then(|item| fixed(item, tags::DIFFUSION_GRADIENT_ORIENTATION))
         })
         .filter(|v| norm(*v) > 0.5)
