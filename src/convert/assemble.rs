@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::frame::{Diffusion, Frame};
+use super::frame::{Diffusion, Frame, PixelSource};
 use super::geometry::{self, Orientation, dot};
 use super::gradients;
 use super::meta;
@@ -122,13 +122,36 @@ fn volume_order(a: &Frame, b: &Frame) -> Ordering {
         .then(a.sop_instance_uid.cmp(&b.sop_instance_uid))
 }
 
+/// True when slices sorted along row × column hold mosaic tiles in descending tile order.
+/// dcm2niix keeps a mosaic's stored tile order, which follows the CSA SliceNormalVector; when
+/// that vector opposes row × column (seen in sagittal mosaics) the volume runs against the normal.
+fn tiles_descend(slices: &[Vec<&Frame>]) -> bool {
+    let tile = |s: &Vec<&Frame>| match s.first().map(|f| &f.pixels) {
+        Some(PixelSource::MosaicTile { tile, .. }) => Some(*tile),
+        _ => None,
+    };
+    match (slices.first().and_then(tile), slices.last().and_then(tile)) {
+        (Some(first), Some(last)) => first > last,
+        _ => false,
+    }
+}
+
+/// Which image of which instance a frame is: (SOP Instance UID, frame number, mosaic tile).
+fn instance_frame(f: &Frame) -> (&str, u32, u32) {
+    match &f.pixels {
+        PixelSource::File { index, .. } => (&f.sop_instance_uid, *index, 0),
+        PixelSource::MosaicTile { index, tile, .. } => (&f.sop_instance_uid, *index, *tile),
+    }
+}
+
 /// One group of frames (same split key) → its output volumes (the main one, and the `_ADC`
 /// sibling with every volume when derived trace volumes were removed from a diffusion series).
 pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, AssembleError> {
-    frames.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
-    frames.dedup_by(|a, b| {
-        !a.sop_instance_uid.is_empty() && a.sop_instance_uid == b.sop_instance_uid
-    });
+    // The same image sent twice is one image; the frames and tiles of one multi-frame instance
+    // share its SOP Instance UID and are not duplicates.
+    frames.sort_by(|a, b| instance_frame(a).cmp(&instance_frame(b)));
+    frames
+        .dedup_by(|a, b| !a.sop_instance_uid.is_empty() && instance_frame(a) == instance_frame(b));
     let o = Orientation::from_iop(&frames[0].orientation);
     let depth = |f: &Frame| dot(f.position, o.normal);
     frames.sort_by(|a, b| depth(a).total_cmp(&depth(b)));
@@ -139,6 +162,9 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
             Some(s) if (depth(f) - depth(s[0])).abs() < SAME_POSITION_MM => s.push(f),
             _ => slices.push(vec![f]),
         }
+    }
+    if tiles_descend(&slices) {
+        slices.reverse();
     }
     let per_slice = slices[0].len();
     if slices.iter().any(|s| s.len() != per_slice) {
