@@ -98,6 +98,9 @@ pub fn split(frames: Vec<Frame>) -> Vec<(String, Vec<Frame>)> {
             if types_vary && is_phase(&key.image_type) {
                 suffix += "_ph";
             }
+            if key.image_type.iter().any(|t| t == "FIELDMAPHZ") {
+                suffix += "_fieldmaphz";
+            }
             let n = used.entry(suffix.clone()).or_insert(0);
             *n += 1;
             if *n > 1 {
@@ -122,16 +125,25 @@ fn volume_order(a: &Frame, b: &Frame) -> Ordering {
         .then(a.sop_instance_uid.cmp(&b.sop_instance_uid))
 }
 
-/// True when slices sorted along row × column hold mosaic tiles in descending tile order.
-/// dcm2niix keeps a mosaic's stored tile order, which follows the CSA SliceNormalVector; when
-/// that vector opposes row × column (seen in sagittal mosaics) the volume runs against the normal.
-fn tiles_descend(slices: &[Vec<&Frame>]) -> bool {
-    let tile = |s: &Vec<&Frame>| match s.first().map(|f| &f.pixels) {
-        Some(PixelSource::MosaicTile { tile, .. }) => Some(*tile),
-        _ => None,
+/// True when slices sorted along row × column run against their stored order within one
+/// multi-frame instance (mosaic tiles, or frames of an enhanced file). dcm2niix keeps the stored
+/// order there: a mosaic's tiles follow the CSA SliceNormalVector, which can oppose row × column
+/// (sagittal mosaics), and an enhanced file's frames anchor the volume at its first frame.
+fn stored_order_descends(slices: &[Vec<&Frame>]) -> bool {
+    let place = |s: &Vec<&Frame>| match s.first().map(|f| &f.pixels) {
+        Some(PixelSource::MosaicTile {
+            path, index, tile, ..
+        }) => Some((path.clone(), *index, *tile)),
+        Some(PixelSource::File { path, index }) => Some((path.clone(), *index, 0)),
+        None => None,
     };
-    match (slices.first().and_then(tile), slices.last().and_then(tile)) {
-        (Some(first), Some(last)) => first > last,
+    match (
+        slices.first().and_then(place),
+        slices.last().and_then(place),
+    ) {
+        (Some((first_path, first_index, first_tile)), Some((last_path, last_index, last_tile))) => {
+            first_path == last_path && (first_index, first_tile) > (last_index, last_tile)
+        }
         _ => false,
     }
 }
@@ -163,7 +175,7 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
             _ => slices.push(vec![f]),
         }
     }
-    if tiles_descend(&slices) {
+    if stored_order_descends(&slices) {
         slices.reverse();
     }
     let per_slice = slices[0].len();
@@ -191,6 +203,7 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         frames[0].series.as_ref(),
         frames[0].slice_thickness,
     )?;
+    let step = multi_frame_step(&slices, step, frames[0].series.as_ref());
     let first = &slices[0][0];
     let (nx, ny, nz, nt) = (
         first.columns as usize,
@@ -300,6 +313,40 @@ fn slice_step(
         }
     }
     Ok(expected)
+}
+
+/// The slice step of a volume whose slices all sit in one multi-frame file: dcm2niix measures
+/// spacing between files, so within one file it takes the reported SpacingBetweenSlices (else
+/// the SliceThickness) when that agrees with the measured step. Positions written with a few
+/// decimals (XA30 T1: 2.000001 mm measured over 96 slices) would otherwise drift the far end.
+fn multi_frame_step(
+    slices: &[Vec<&Frame>],
+    measured: f64,
+    series: &crate::volume::VolumeMeta,
+) -> f64 {
+    let file = |f: &Frame| match &f.pixels {
+        PixelSource::File { path, .. } => Some(path.clone()),
+        PixelSource::MosaicTile { .. } => None,
+    };
+    let first = slices.first().and_then(|s| s.first()).copied();
+    let Some(path) = first.and_then(file) else {
+        return measured;
+    };
+    if slices.len() < 2 || slices.iter().any(|s| file(s[0]).as_ref() != Some(&path)) {
+        return measured;
+    }
+    let reported = series
+        .extra
+        .get("SpacingBetweenSlices")
+        .and_then(Value::as_f64)
+        .or(first.and_then(|f| f.slice_thickness))
+        .filter(|v| *v > 0.0);
+    match reported {
+        Some(r) if (r - measured.abs()).abs() <= SPACING_TOLERANCE * measured.abs() => {
+            r * measured.signum()
+        }
+        _ => measured,
+    }
 }
 
 /// Applies dcm2niix's 3D reorientation to `volume`; returns where the phase axis went.
