@@ -106,7 +106,31 @@ pub fn enhanced_frames(
             series.clone(),
         )?);
     }
+    number_echoes(&mut frames);
     Ok(frames)
+}
+
+/// Gives frames that share an echo number but differ in echo time their own echo numbers, in
+/// order of first appearance, as dcm2niix does (a Philips magnitude at TE 1.52 ms and its B0 map
+/// at TE 0 are both "echo 1" in the header and become `_e1` and `_e2`).
+fn number_echoes(frames: &mut [Frame]) {
+    let mut times: Vec<(Option<i64>, u64)> = Vec::new();
+    for f in frames.iter() {
+        let key = (f.echo_number, f.echo_time.unwrap_or(f64::NAN).to_bits());
+        if !times.contains(&key) {
+            times.push(key);
+        }
+    }
+    let shared_number = times
+        .iter()
+        .any(|(n, t)| times.iter().any(|(m, u)| m == n && u != t));
+    if !shared_number {
+        return;
+    }
+    for f in frames.iter_mut() {
+        let key = (f.echo_number, f.echo_time.unwrap_or(f64::NAN).to_bits());
+        f.echo_number = times.iter().position(|k| *k == key).map(|i| i as i64 + 1);
+    }
 }
 
 /// One frame's [`Frame`].
@@ -156,11 +180,15 @@ fn frame(
             .or_else(|| float(obj, tags::RESCALE_INTERCEPT))
             .unwrap_or(0.0),
     );
-    let frame_type = groups
+    let mut frame_type = groups
         .group(tags::MR_IMAGE_FRAME_TYPE_SEQUENCE)
         .map(|g| upper_texts(g, tags::FRAME_TYPE))
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| upper_texts(obj, tags::IMAGE_TYPE));
+    // A field map in Hz (Philips B0 map): dcm2niix marks it FIELDMAPHZ and names it so.
+    if units(groups).is_some_and(|code| code.eq_ignore_ascii_case("Hz")) {
+        frame_type.push("FIELDMAPHZ".to_string());
+    }
     let acquisition_time = groups
         .group(tags::FRAME_CONTENT_SEQUENCE)
         .and_then(|g| text(g, tags::FRAME_ACQUISITION_DATE_TIME))
@@ -237,12 +265,14 @@ fn philips_scale(groups: &Groups<'_>) -> Option<f64> {
 
 /// True when the frame's real-world value mapping names units other than "no units".
 fn has_physical_units(groups: &Groups<'_>) -> bool {
-    let Some(mapping) = groups.group(tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE) else {
-        return false;
-    };
+    units(groups).is_some_and(|code| code != "1")
+}
+
+/// The UCUM code of the frame's real-world value mapping units ("1" means none).
+fn units(groups: &Groups<'_>) -> Option<String> {
+    let mapping = groups.group(tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE)?;
     first_item(mapping, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
         .and_then(|units| text(units, tags::CODE_VALUE))
-        .is_some_and(|code| code != "1")
 }
 
 /// Per frame, the key that orders its volume. The TemporalPositionIndex (or the file's
