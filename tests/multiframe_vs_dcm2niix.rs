@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use brainaged::convert::enhanced::{enhanced_frames, is_enhanced};
 use brainaged::convert::frame::{Frame, PixelSource};
-use brainaged::convert::mosaic::{cut_tile, is_mosaic, mosaic_frames};
+use brainaged::convert::mosaic::{is_mosaic, mosaic_frames};
 use brainaged::nifti_io::read_volume_f32;
 use brainaged::volume::VoxelData;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
@@ -113,16 +113,14 @@ impl PixelCache {
                 tiles_per_row,
                 ..
             } => {
-                let mosaic_columns = (values.len() as u32) / (frame.rows * tiles_per_row);
-                cut_tile(
-                    values,
-                    mosaic_columns,
-                    *tile,
-                    *tiles_per_row,
-                    frame.rows,
-                    frame.columns,
-                )
-                .unwrap()
+                // Tile t sits at grid row t / per_row, column t % per_row.
+                let (rows, columns) = (frame.rows as usize, frame.columns as usize);
+                let width = columns * *tiles_per_row as usize;
+                let top = (*tile / tiles_per_row) as usize * rows;
+                let left = (*tile % tiles_per_row) as usize * columns;
+                (top..top + rows)
+                    .flat_map(|r| values[r * width + left..r * width + left + columns].to_vec())
+                    .collect()
             }
         }
     }

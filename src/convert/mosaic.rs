@@ -7,13 +7,13 @@
 //! does, each tile's corner is found by moving half the unused grid width and height in plane and
 //! then `k × spacing` along the slice normal for tile `k`. Diffusion comes from the CSA header
 //! (B_value, DiffusionGradientDirection, in the patient frame), or from the standard tags.
+//! Tiles are cut from the decoded mosaic by `pixels`, from `PixelSource::MosaicTile`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_pixeldata::{ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder};
 
 use super::attrs::{array as fixed, first_item, float, int, text};
 use super::csa::{CsaError, CsaHeader};
@@ -40,16 +40,6 @@ pub enum MosaicError {
         path: PathBuf,
         attribute: &'static str,
     },
-    #[error("{path}: cannot open: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("{path}: cannot decode frame {index}: {message}")]
-    Decode {
-        path: PathBuf,
-        index: u32,
-        message: String,
-    },
-    #[error("tile {tile} lies outside a decoded mosaic of {len} pixels")]
-    TileOutside { tile: u32, len: usize },
 }
 
 /// How the tiles of one mosaic are laid out.
@@ -253,88 +243,6 @@ fn diffusion(obj: &InMemDicomObject, csa: Option<&CsaHeader>) -> Option<Diffusio
     })
 }
 
-/// Cuts tile `tile` out of one decoded mosaic frame (row-major, `mosaic_columns` wide).
-pub fn cut_tile<T: Copy>(
-    mosaic: &[T],
-    mosaic_columns: u32,
-    tile: u32,
-    tiles_per_row: u32,
-    rows: u32,
-    columns: u32,
-) -> Result<Vec<T>, MosaicError> {
-    let (rows, columns, width) = (rows as usize, columns as usize, mosaic_columns as usize);
-    let top = (tile / tiles_per_row) as usize * rows;
-    let left = (tile % tiles_per_row) as usize * columns;
-    let last = (top + rows).saturating_sub(1) * width + left + columns;
-    if tiles_per_row == 0 || left + columns > width || last > mosaic.len() {
-        return Err(MosaicError::TileOutside {
-            tile,
-            len: mosaic.len(),
-        });
-    }
-    let mut out = Vec::with_capacity(rows * columns);
-    for r in top..top + rows {
-        out.extend_from_slice(&mosaic[r * width + left..r * width + left + columns]);
-    }
-    Ok(out)
-}
-
-/// Decodes frame `index` of the mosaic at `path` and returns its first `layout.tiles` tiles,
-/// stored values (no rescale) converted to `T`. Decoding once for all tiles keeps a volume to one
-/// read of its file.
-pub fn decode_tiles<T>(
-    path: &Path,
-    index: u32,
-    layout: &MosaicLayout,
-) -> Result<Vec<Vec<T>>, MosaicError>
-where
-    T: Sample,
-{
-    let obj = dicom_object::open_file(path).map_err(|e| MosaicError::Open {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let decode_err = |message: String| MosaicError::Decode {
-        path: path.to_path_buf(),
-        index,
-        message,
-    };
-    let decoded = obj
-        .decode_pixel_data_frame(index)
-        .map_err(|e| decode_err(e.to_string()))?;
-    let pixels = T::stored_values(&decoded).map_err(|e| decode_err(e.to_string()))?;
-    (0..layout.tiles)
-        .map(|tile| {
-            cut_tile(
-                &pixels,
-                layout.mosaic_columns,
-                tile,
-                layout.tiles_per_row,
-                layout.tile_rows,
-                layout.tile_columns,
-            )
-        })
-        .collect()
-}
-
-/// A pixel sample type the stored values of a decoded frame can be converted into.
-pub trait Sample: Copy {
-    /// Stored values (no modality LUT) of the single decoded frame.
-    fn stored_values(decoded: &DecodedPixelData<'_>) -> dicom_pixeldata::Result<Vec<Self>>;
-}
-
-macro_rules! sample {
-    ($($t:ty),*) => {$(
-        impl Sample for $t {
-            fn stored_values(decoded: &DecodedPixelData<'_>) -> dicom_pixeldata::Result<Vec<Self>> {
-                let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
-                decoded.to_vec_frame_with_options(0, &options)
-            }
-        }
-    )*};
-}
-sample!(u8, i16, u16, i32, u32, f32, f64);
-
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [
         a[1] * b[2] - a[2] * b[1],
@@ -460,23 +368,5 @@ mod tests {
         let cut = csa[..csa.len() / 3].to_vec();
         let err = mosaic_frames(path, &synthetic("384", Some(cut)), Arc::default());
         assert!(matches!(err, Err(MosaicError::Csa { .. })));
-    }
-
-    #[test]
-    fn cut_tile_takes_the_right_block() {
-        // A 4×6 mosaic of 2×3 tiles, 2 tiles per row; pixel value = row * 10 + column.
-        let mosaic: Vec<u16> = (0..4)
-            .flat_map(|r| (0..6).map(move |c| (r * 10 + c) as u16))
-            .collect();
-        assert_eq!(
-            cut_tile(&mosaic, 6, 0, 2, 2, 3).unwrap(),
-            vec![0, 1, 2, 10, 11, 12]
-        );
-        assert_eq!(
-            cut_tile(&mosaic, 6, 3, 2, 2, 3).unwrap(),
-            vec![23, 24, 25, 33, 34, 35]
-        );
-        assert!(cut_tile(&mosaic, 6, 4, 2, 2, 3).is_err());
-        assert!(cut_tile(&mosaic[..20], 6, 3, 2, 2, 3).is_err());
     }
 }
