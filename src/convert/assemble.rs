@@ -240,6 +240,23 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         })?;
         let mut meta = (*first.series).clone();
         meta.intensity_scaling = scaling;
+        // Siemens' first volume can report slice times of a shorter acquisition (dcm2niix issue
+        // 870): like dcm2niix, take the second volume's when they span longer.
+        let timing = |t: usize| slices[0][t].series.extra.get("SliceTiming").cloned();
+        let span = |v: &Option<Value>| {
+            v.as_ref()
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, f64::max))
+        };
+        if let (Some(&t0), Some(&t1)) = (keep.first(), keep.get(1)) {
+            let (first_times, second_times) = (timing(t0), timing(t1));
+            if let (Some(a), Some(b), Some(times)) =
+                (span(&first_times), span(&second_times), second_times)
+                && b > a + 1e-4
+            {
+                meta.extra.insert("SliceTiming".into(), times);
+            }
+        }
         let gradients = if with_gradients {
             let kept: Vec<Option<Diffusion>> =
                 keep.iter().map(|&t| per_volume[t].clone()).collect();
@@ -256,18 +273,34 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         let phase_axis = volume
             .meta
             .extra
-            .get("InPlanePhaseEncodingDirectionDICOM")
+            .get(meta::PHASE_DIRECTION)
             .and_then(Value::as_str)
             .map(|d| if d == "ROW" { 0 } else { 1 });
+        let positive = volume
+            .meta
+            .extra
+            .remove(meta::PHASE_POSITIVE)
+            .and_then(|v| v.as_i64());
         let mut axis = phase_axis;
+        let mut reoriented = false;
         if keep.len() == 1 && nz > 1 && meta::is_3d(&volume.meta) {
             axis = reorient_3d(&mut volume, axis);
+            reoriented = true;
         }
-        if let Some(a) = axis {
-            volume.meta.extra.insert(
-                "PhaseEncodingAxis".into(),
-                Value::String(["i", "j", "k"][a].into()),
-            );
+        match (axis, positive) {
+            // Rows are stored bottom-up, so a positive column (j) direction reads as j-.
+            (Some(a @ (0 | 1)), Some(p)) if !reoriented => {
+                let negative = (p == 0) == (a == 0);
+                let sign = if negative { "-" } else { "" };
+                volume.meta.phase_encoding_direction = Some(format!("{}{sign}", ["i", "j"][a]));
+            }
+            (Some(a), _) => {
+                volume.meta.extra.insert(
+                    "PhaseEncodingAxis".into(),
+                    Value::String(["i", "j", "k"][a].into()),
+                );
+            }
+            _ => {}
         }
         Ok(Assembled {
             volume,

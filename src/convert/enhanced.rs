@@ -22,6 +22,7 @@ use dicom_object::InMemDicomObject;
 
 use super::attrs::{array as fixed, first_item, float, floats, int, text};
 use super::frame::{Diffusion, Frame, PixelSource};
+use super::meta::{PHASE_DIRECTION, PHASE_POSITIVE};
 use super::mosaic::norm;
 use super::private::{private_tag, upper_texts};
 use crate::volume::VolumeMeta;
@@ -372,6 +373,31 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
     if meta.image_type.is_empty() {
         meta.image_type = upper_texts(obj, tags::IMAGE_TYPE);
     }
+    let fov = groups.group(tags::MRFOV_GEOMETRY_SEQUENCE);
+    if let Some(direction) = fov.and_then(|g| text(g, tags::IN_PLANE_PHASE_ENCODING_DIRECTION)) {
+        // Enhanced files spell it COLUMN; classic ones (and assembly) use COL.
+        let direction = if direction.eq_ignore_ascii_case("COLUMN") {
+            "COL".to_string()
+        } else {
+            direction
+        };
+        meta.extra
+            .entry(PHASE_DIRECTION.to_string())
+            .or_insert(serde_json::Value::from(direction));
+    }
+    if let Some(positive) = siemens_phase_positive(&groups) {
+        meta.extra
+            .insert(PHASE_POSITIVE.into(), serde_json::Value::from(positive));
+    }
+}
+
+/// Siemens XA's PhaseEncodingDirectionPositive: (0021,xx1C) of the "SIEMENS MR SDI 02" block
+/// inside the per-frame private functional group (0021,xxFE).
+fn siemens_phase_positive(groups: &Groups<'_>) -> Option<i64> {
+    const CREATOR: &str = "SIEMENS MR SDI 02";
+    let group = private_tag(groups.own, 0x0021, CREATOR, 0xFE)
+        .and_then(|tag| first_item(groups.own, tag))?;
+    private_tag(group, 0x0021, CREATOR, 0x1C).and_then(|tag| int(group, tag))
 }
 
 #[cfg(test)]

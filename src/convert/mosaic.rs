@@ -209,6 +209,29 @@ pub fn mosaic_frames(
         .collect())
 }
 
+/// Adds what only the CSA header says to the series metadata: the phase-encoding polarity
+/// (PhaseEncodingDirectionPositive, used by assembly for the BIDS PhaseEncodingDirection) and the
+/// slice times (MosaicRefAcqTimes, ms → BIDS SliceTiming in s, in tile order).
+pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
+    let Some(Ok(csa)) = csa_image_header(obj) else {
+        return;
+    };
+    if let Some(positive) = csa.number("PhaseEncodingDirectionPositive") {
+        meta.extra.insert(
+            super::meta::PHASE_POSITIVE.into(),
+            serde_json::Value::from(positive as i64),
+        );
+    }
+    let tiles = layout(Path::new(""), obj, Some(&csa)).map(|l| l.tiles as usize);
+    if let (Some(times), Ok(tiles)) = (csa.numbers("MosaicRefAcqTimes"), tiles)
+        && times.len() >= tiles
+    {
+        let seconds: Vec<f64> = times[..tiles].iter().map(|ms| ms / 1000.0).collect();
+        meta.extra
+            .insert("SliceTiming".into(), serde_json::json!(seconds));
+    }
+}
+
 /// Corner of tile 0: the mosaic's corner moved in plane by half the blank width and height.
 fn tile_zero_position(
     corner: [f64; 3],

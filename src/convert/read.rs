@@ -134,6 +134,7 @@ fn frames_of(path: &Path, obj: &Object) -> Result<Vec<Frame>, ReadError> {
         return Ok(enhanced::enhanced_frames(path, obj, Arc::new(meta))?);
     }
     if mosaic::is_mosaic(obj) {
+        mosaic::fill_series_meta(obj, &mut meta);
         return Ok(mosaic::mosaic_frames(path, obj, Arc::new(meta))?);
     }
     classic::frame(path, obj, Arc::new(meta)).map(|f| vec![f])
