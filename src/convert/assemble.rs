@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::frame::{Diffusion, Frame};
+use super::frame::{Diffusion, Frame, PixelSource};
 use super::geometry::{self, Orientation, dot};
 use super::gradients;
 use super::meta;
@@ -98,6 +98,9 @@ pub fn split(frames: Vec<Frame>) -> Vec<(String, Vec<Frame>)> {
             if types_vary && is_phase(&key.image_type) {
                 suffix += "_ph";
             }
+            if key.image_type.iter().any(|t| t == "FIELDMAPHZ") {
+                suffix += "_fieldmaphz";
+            }
             let n = used.entry(suffix.clone()).or_insert(0);
             *n += 1;
             if *n > 1 {
@@ -122,13 +125,45 @@ fn volume_order(a: &Frame, b: &Frame) -> Ordering {
         .then(a.sop_instance_uid.cmp(&b.sop_instance_uid))
 }
 
+/// True when slices sorted along row × column run against their stored order within one
+/// multi-frame instance (mosaic tiles, or frames of an enhanced file). dcm2niix keeps the stored
+/// order there: a mosaic's tiles follow the CSA SliceNormalVector, which can oppose row × column
+/// (sagittal mosaics), and an enhanced file's frames anchor the volume at its first frame.
+fn stored_order_descends(slices: &[Vec<&Frame>]) -> bool {
+    let place = |s: &Vec<&Frame>| match s.first().map(|f| &f.pixels) {
+        Some(PixelSource::MosaicTile {
+            path, index, tile, ..
+        }) => Some((path.clone(), *index, *tile)),
+        Some(PixelSource::File { path, index }) => Some((path.clone(), *index, 0)),
+        None => None,
+    };
+    match (
+        slices.first().and_then(place),
+        slices.last().and_then(place),
+    ) {
+        (Some((first_path, first_index, first_tile)), Some((last_path, last_index, last_tile))) => {
+            first_path == last_path && (first_index, first_tile) > (last_index, last_tile)
+        }
+        _ => false,
+    }
+}
+
+/// Which image of which instance a frame is: (SOP Instance UID, frame number, mosaic tile).
+fn instance_frame(f: &Frame) -> (&str, u32, u32) {
+    match &f.pixels {
+        PixelSource::File { index, .. } => (&f.sop_instance_uid, *index, 0),
+        PixelSource::MosaicTile { index, tile, .. } => (&f.sop_instance_uid, *index, *tile),
+    }
+}
+
 /// One group of frames (same split key) → its output volumes (the main one, and the `_ADC`
 /// sibling with every volume when derived trace volumes were removed from a diffusion series).
 pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, AssembleError> {
-    frames.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
-    frames.dedup_by(|a, b| {
-        !a.sop_instance_uid.is_empty() && a.sop_instance_uid == b.sop_instance_uid
-    });
+    // The same image sent twice is one image; the frames and tiles of one multi-frame instance
+    // share its SOP Instance UID and are not duplicates.
+    frames.sort_by(|a, b| instance_frame(a).cmp(&instance_frame(b)));
+    frames
+        .dedup_by(|a, b| !a.sop_instance_uid.is_empty() && instance_frame(a) == instance_frame(b));
     let o = Orientation::from_iop(&frames[0].orientation);
     let depth = |f: &Frame| dot(f.position, o.normal);
     frames.sort_by(|a, b| depth(a).total_cmp(&depth(b)));
@@ -139,6 +174,9 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
             Some(s) if (depth(f) - depth(s[0])).abs() < SAME_POSITION_MM => s.push(f),
             _ => slices.push(vec![f]),
         }
+    }
+    if stored_order_descends(&slices) {
+        slices.reverse();
     }
     let per_slice = slices[0].len();
     if slices.iter().any(|s| s.len() != per_slice) {
@@ -165,6 +203,7 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         frames[0].series.as_ref(),
         frames[0].slice_thickness,
     )?;
+    let step = multi_frame_step(&slices, step, frames[0].series.as_ref());
     let first = &slices[0][0];
     let (nx, ny, nz, nt) = (
         first.columns as usize,
@@ -201,6 +240,23 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         })?;
         let mut meta = (*first.series).clone();
         meta.intensity_scaling = scaling;
+        // Siemens' first volume can report slice times of a shorter acquisition (dcm2niix issue
+        // 870): like dcm2niix, take the second volume's when they span longer.
+        let timing = |t: usize| slices[0][t].series.extra.get("SliceTiming").cloned();
+        let span = |v: &Option<Value>| {
+            v.as_ref()
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, f64::max))
+        };
+        if let (Some(&t0), Some(&t1)) = (keep.first(), keep.get(1)) {
+            let (first_times, second_times) = (timing(t0), timing(t1));
+            if let (Some(a), Some(b), Some(times)) =
+                (span(&first_times), span(&second_times), second_times)
+                && b > a + 1e-4
+            {
+                meta.extra.insert("SliceTiming".into(), times);
+            }
+        }
         let gradients = if with_gradients {
             let kept: Vec<Option<Diffusion>> =
                 keep.iter().map(|&t| per_volume[t].clone()).collect();
@@ -217,18 +273,34 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         let phase_axis = volume
             .meta
             .extra
-            .get("InPlanePhaseEncodingDirectionDICOM")
+            .get(meta::PHASE_DIRECTION)
             .and_then(Value::as_str)
             .map(|d| if d == "ROW" { 0 } else { 1 });
+        let positive = volume
+            .meta
+            .extra
+            .remove(meta::PHASE_POSITIVE)
+            .and_then(|v| v.as_i64());
         let mut axis = phase_axis;
+        let mut reoriented = false;
         if keep.len() == 1 && nz > 1 && meta::is_3d(&volume.meta) {
             axis = reorient_3d(&mut volume, axis);
+            reoriented = true;
         }
-        if let Some(a) = axis {
-            volume.meta.extra.insert(
-                "PhaseEncodingAxis".into(),
-                Value::String(["i", "j", "k"][a].into()),
-            );
+        match (axis, positive) {
+            // Rows are stored bottom-up, so a positive column (j) direction reads as j-.
+            (Some(a @ (0 | 1)), Some(p)) if !reoriented => {
+                let negative = (p == 0) == (a == 0);
+                let sign = if negative { "-" } else { "" };
+                volume.meta.phase_encoding_direction = Some(format!("{}{sign}", ["i", "j"][a]));
+            }
+            (Some(a), _) => {
+                volume.meta.extra.insert(
+                    "PhaseEncodingAxis".into(),
+                    Value::String(["i", "j", "k"][a].into()),
+                );
+            }
+            _ => {}
         }
         Ok(Assembled {
             volume,
@@ -274,6 +346,40 @@ fn slice_step(
         }
     }
     Ok(expected)
+}
+
+/// The slice step of a volume whose slices all sit in one multi-frame file: dcm2niix measures
+/// spacing between files, so within one file it takes the reported SpacingBetweenSlices (else
+/// the SliceThickness) when that agrees with the measured step. Positions written with a few
+/// decimals (XA30 T1: 2.000001 mm measured over 96 slices) would otherwise drift the far end.
+fn multi_frame_step(
+    slices: &[Vec<&Frame>],
+    measured: f64,
+    series: &crate::volume::VolumeMeta,
+) -> f64 {
+    let file = |f: &Frame| match &f.pixels {
+        PixelSource::File { path, .. } => Some(path.clone()),
+        PixelSource::MosaicTile { .. } => None,
+    };
+    let first = slices.first().and_then(|s| s.first()).copied();
+    let Some(path) = first.and_then(file) else {
+        return measured;
+    };
+    if slices.len() < 2 || slices.iter().any(|s| file(s[0]).as_ref() != Some(&path)) {
+        return measured;
+    }
+    let reported = series
+        .extra
+        .get("SpacingBetweenSlices")
+        .and_then(Value::as_f64)
+        .or(first.and_then(|f| f.slice_thickness))
+        .filter(|v| *v > 0.0);
+    match reported {
+        Some(r) if (r - measured.abs()).abs() <= SPACING_TOLERANCE * measured.abs() => {
+            r * measured.signum()
+        }
+        _ => measured,
+    }
 }
 
 /// Applies dcm2niix's 3D reorientation to `volume`; returns where the phase axis went.

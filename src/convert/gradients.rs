@@ -3,7 +3,11 @@
 //! A patient-frame (LPS) direction g becomes (row·g, −col·g, slice·g): the minus because rows
 //! are stored bottom-up, `slice` being the direction in which k increases. FSL's bvecs are
 //! defined for a radiological (negative-determinant) voxel order, so when the affine's
-//! determinant is positive the first component is negated too.
+//! determinant is positive FSL negates the first component; dcm2niix then writes the opposite
+//! (equivalent) sign of that whole vector, i.e. it negates the second and third components
+//! instead. Only volumes whose slices run against row × column (Siemens mosaics whose
+//! SliceNormalVector opposes it) get such an affine; dcm2niix warns "matrix had a negative
+//! determinant" for them, and siemens-mosaic-dwi-sag pins the convention down.
 
 use nalgebra::Matrix4;
 
@@ -25,7 +29,7 @@ pub fn table(
     {
         return None;
     }
-    let flip_x = affine.fixed_view::<3, 3>(0, 0).determinant() > 0.0;
+    let right_handed = affine.fixed_view::<3, 3>(0, 0).determinant() > 0.0;
     let slice_sign = if slice_step < 0.0 { -1.0 } else { 1.0 };
     let mut bvals = Vec::with_capacity(per_volume.len());
     let mut bvecs = Vec::with_capacity(per_volume.len());
@@ -38,7 +42,7 @@ pub fn table(
                 let z = slice_sign * dot(o.normal, g);
                 // dcm2niix writes unit vectors even when the scanner's are not quite unit.
                 let norm = (x * x + y * y + z * z).sqrt();
-                let v = [if flip_x { -x } else { x }, y, z];
+                let v = if right_handed { [x, -y, -z] } else { [x, y, z] };
                 if norm > 0.0 { v.map(|c| c / norm) } else { v }
             }
             _ => [0.0; 3],

@@ -12,6 +12,11 @@ use crate::volume::VolumeMeta;
 /// Key in [`VolumeMeta::extra`] holding MRAcquisitionType ("2D"/"3D"), which decides whether
 /// a volume is reoriented to the closest canonical axes, as dcm2niix does for 3D acquisitions.
 pub const MR_ACQUISITION_TYPE: &str = "MRAcquisitionType";
+/// Extra key for the DICOM in-plane phase-encoding direction ("ROW" or "COL").
+pub const PHASE_DIRECTION: &str = "InPlanePhaseEncodingDirectionDICOM";
+/// Extra key, consumed by assembly and not written out: Siemens' PhaseEncodingDirectionPositive
+/// (1 or 0), which turns the phase axis into a signed BIDS PhaseEncodingDirection.
+pub const PHASE_POSITIVE: &str = "PhaseEncodingDirectionPositive";
 
 /// Milliseconds in DICOM, seconds in BIDS.
 fn seconds(obj: &Object, tag: Tag) -> Option<f64> {
@@ -52,10 +57,7 @@ pub fn volume_meta(obj: &Object) -> VolumeMeta {
         ("PatientPosition", tags::PATIENT_POSITION),
         ("SoftwareVersions", tags::SOFTWARE_VERSIONS),
         ("BodyPartExamined", tags::BODY_PART_EXAMINED),
-        (
-            "InPlanePhaseEncodingDirectionDICOM",
-            tags::IN_PLANE_PHASE_ENCODING_DIRECTION,
-        ),
+        (PHASE_DIRECTION, tags::IN_PLANE_PHASE_ENCODING_DIRECTION),
     ];
     for (key, tag) in texts {
         if let Some(v) = attrs::text(obj, tag) {

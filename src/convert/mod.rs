@@ -12,16 +12,22 @@ pub mod assemble;
 pub mod attrs;
 pub mod classic;
 pub mod classify;
+pub mod csa;
+pub mod enhanced;
 pub mod frame;
 pub mod ge;
 pub mod geometry;
 pub mod gradients;
 pub mod meta;
+pub mod mosaic;
 pub mod output;
 pub mod philips;
 pub mod pixels;
+pub mod private;
 pub mod read;
 pub mod stack;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

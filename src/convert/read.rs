@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::attrs::{self, Object};
 use super::frame::Frame;
-use super::{classic, meta};
+use super::{classic, enhanced, meta, mosaic};
 
 /// Why one file could not be turned into frames.
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +21,10 @@ pub enum ReadError {
     Parse { path: PathBuf, reason: String },
     #[error("{path}: {what} is missing or malformed")]
     Missing { path: PathBuf, what: &'static str },
-    #[error("{path}: {encoding} images are not supported by this build")]
-    Unsupported {
-        path: PathBuf,
-        encoding: &'static str,
-    },
+    #[error(transparent)]
+    Mosaic(#[from] mosaic::MosaicError),
+    #[error(transparent)]
+    Enhanced(#[from] enhanced::EnhancedError),
 }
 
 /// What became of one input file.
@@ -127,27 +126,16 @@ pub fn read_file(path: &Path) -> FileOutcome {
     }
 }
 
-/// Dispatches on the encoding. Multi-frame readers (Siemens mosaic, enhanced multi-frame) plug
-/// in here.
+/// Dispatches on the encoding: enhanced multi-frame, Siemens mosaic, or classic.
 fn frames_of(path: &Path, obj: &Object) -> Result<Vec<Frame>, ReadError> {
-    let series = Arc::new(meta::volume_meta(obj));
-    if obj
-        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .is_some()
-    {
-        return Err(ReadError::Unsupported {
-            path: path.to_path_buf(),
-            encoding: "enhanced multi-frame",
-        });
+    let mut meta = meta::volume_meta(obj);
+    if enhanced::is_enhanced(obj) {
+        enhanced::fill_series_meta(obj, &mut meta);
+        return Ok(enhanced::enhanced_frames(path, obj, Arc::new(meta))?);
     }
-    if attrs::texts(obj, tags::IMAGE_TYPE)
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("MOSAIC"))
-    {
-        return Err(ReadError::Unsupported {
-            path: path.to_path_buf(),
-            encoding: "Siemens mosaic",
-        });
+    if mosaic::is_mosaic(obj) {
+        mosaic::fill_series_meta(obj, &mut meta);
+        return Ok(mosaic::mosaic_frames(path, obj, Arc::new(meta))?);
     }
-    classic::frame(path, obj, series).map(|f| vec![f])
+    classic::frame(path, obj, Arc::new(meta)).map(|f| vec![f])
 }
