@@ -25,7 +25,7 @@ pub struct FoldSummary {
     /// One value per fold, in manifest order.
     pub folds: Vec<f64>,
     pub mean: f64,
-    /// Sample standard deviation across folds (0 for a single fold).
+    /// Population standard deviation across folds (numpy's default, as BRAID reports it).
     pub std: f64,
 }
 
@@ -34,11 +34,7 @@ impl FoldSummary {
     pub fn of(folds: Vec<f64>) -> Self {
         let n = folds.len() as f64;
         let mean = folds.iter().sum::<f64>() / n.max(1.0);
-        let std = if folds.len() > 1 {
-            (folds.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
+        let std = (folds.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n.max(1.0)).sqrt();
         Self { folds, mean, std }
     }
 }

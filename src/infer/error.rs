@@ -26,7 +26,7 @@ pub enum InferError {
     Manifest { path: PathBuf, reason: String },
     #[error(
         "package {package}: file {file} is missing{hint}",
-        hint = if *.weights { " (weights are not shipped: import them, e.g. `brainaged models import braid DIR`)" } else { "" }
+        hint = if *.weights { " (weights are not shipped with brainaged: import them into the package, e.g. `brainaged models import braid DIR` for BRAID)" } else { "" }
     )]
     MissingFile {
         package: String,
