@@ -353,3 +353,113 @@ fn sample_cli_answers_in_the_contract_shape() {
     assert_eq!(json["provider"], "cpu");
     assert!((std - want_std).abs() < 0.1 * want_std);
 }
+
+/// The image questions of the CLI contract, through an encoder and a decoder: age from an image
+/// (`--known-image`), and an image from age and sex written as NIfTI. The package's x is a
+/// 3×1×1 image whose latent is `encoder_scale` × voxels; the Gaussian is over the latent.
+#[test]
+fn image_questions_go_through_encoder_and_decoder() {
+    infer_support::require_ort();
+    let dir = infer_support::tempdir();
+    let package = dir.path().join("image");
+    infer_support::run_tool(
+        "make_gaussian_joint.py",
+        &[package.to_str().unwrap(), "--image"],
+    );
+    let truth_json = infer_support::read_json(&package.join("truth.json"));
+    let mu: Vec<f64> = serde_json::from_value(truth_json["mu"].clone()).unwrap();
+    let sigma: Vec<Vec<f64>> = serde_json::from_value(truth_json["sigma"].clone()).unwrap();
+    let scale: Vec<f64> = serde_json::from_value(truth_json["encoder_scale"].clone()).unwrap();
+    let d = mu.len();
+    let truth = Truth {
+        mu: DVector::from_vec(mu),
+        sigma: DMatrix::from_fn(d, d, |i, j| sigma[i][j]),
+    };
+    let k = 2000usize;
+    let common = [
+        "--samples",
+        "2000",
+        "--steps",
+        "1000",
+        "--sampler",
+        "ddpm",
+        "--seed",
+        "9",
+        "--json",
+    ];
+
+    // Age from the image: the voxels written by nibabel are [0.25, -0.4, -0.6].
+    let voxels = [0.25, -0.4, -0.6];
+    let latent: Vec<f64> = voxels.iter().zip(&scale).map(|(v, a)| v * a).collect();
+    let known = format!("x={}", package.join("x_known.nii.gz").display());
+    let json = infer_support::run_json(
+        infer_support::brainaged()
+            .args([
+                "sample",
+                "--package",
+                package.to_str().unwrap(),
+                "--known-image",
+                &known,
+            ])
+            .args(common),
+    );
+    let (m, c) = conditional(&truth, &[3], &X, &latent);
+    let want_std = AGE_STD * c[(0, 0)].sqrt();
+    let age = &json["variables"]["age"];
+    within_3se(
+        "E[age|image]",
+        age["mean"].as_f64().unwrap(),
+        AGE_MEAN + AGE_STD * m[0],
+        want_std / (k as f64).sqrt(),
+    );
+    within_3se(
+        "sd[age|image]",
+        age["std"].as_f64().unwrap(),
+        want_std,
+        want_std / (2.0 * k as f64).sqrt(),
+    );
+
+    // An image from age 70 and sex M, decoded and written as NIfTI (mean and std over samples).
+    let out_dir = dir.path().join("generated");
+    let json = infer_support::run_json(
+        infer_support::brainaged()
+            .args(["sample", "--package", package.to_str().unwrap()])
+            .args(["--known", "age=70", "--known", "sex=M", "--output-dir"])
+            .arg(&out_dir)
+            .args(common),
+    );
+    let file = json["variables"]["x"]["file"].as_str().unwrap();
+    let std_file = json["variables"]["x"]["std_file"].as_str().unwrap();
+    let mean_img = brainaged::nifti_io::read_volume_f32(Path::new(file))
+        .unwrap()
+        .data
+        .to_f32();
+    let std_img = brainaged::nifti_io::read_volume_f32(Path::new(std_file))
+        .unwrap()
+        .data
+        .to_f32();
+    assert_eq!(mean_img.shape(), [3, 1, 1]);
+    let z_age = (70.0 - AGE_MEAN) / AGE_STD;
+    let (m, c) = conditional(&truth, &X, &[3, 4, 5], &[z_age, -1.0, 1.0]);
+    let limit = family_limit(6);
+    for i in 0..3 {
+        let sd = c[(i, i)].sqrt() / scale[i].abs();
+        let want = m[i] / scale[i];
+        let got = mean_img[[i, 0, 0]] as f64;
+        within(
+            &format!("E[voxel {i}|age,M]"),
+            got,
+            want,
+            sd / (k as f64).sqrt(),
+            limit,
+        );
+        let got_sd = std_img[[i, 0, 0]] as f64;
+        within(
+            &format!("sd[voxel {i}|age,M]"),
+            got_sd,
+            sd,
+            sd / (2.0 * k as f64).sqrt(),
+            limit,
+        );
+    }
+}

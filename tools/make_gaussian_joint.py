@@ -12,7 +12,12 @@ The ONNX graph computes exactly that for any pattern of per-variable timesteps (
 inverse is ONNX Runtime's com.microsoft Inverse. truth.json holds mu and Sigma so that a test can
 compute the true conditionals. The tool checks its own graph against numpy before writing.
 
-Usage: make_gaussian_joint.py OUT_DIR [--conditioning per_variable_t|replacement] [--seed N]
+With --image, x is an image variable instead: a 3 x 1 x 1 voxel grid, with encoder.onnx
+(latent = a * voxels, a = ENCODER_SCALE per component) and decoder.onnx (its inverse), so that
+the Gaussian above is over the latent; the tool also writes x_known.nii.gz (nibabel) holding the
+voxels [0.25, -0.4, -0.6], whose latent is [0.5, -0.2, 0.9].
+
+Usage: make_gaussian_joint.py OUT_DIR [--conditioning per_variable_t|replacement] [--seed N] [--image]
 """
 import argparse
 import hashlib
@@ -28,6 +33,8 @@ VARIABLES = [
     {"name": "age", "size": 1, "kind": "continuous", "mean": 60.0, "std": 12.0},
     {"name": "sex", "size": 2, "kind": "categorical", "classes": ["F", "M"]},
 ]
+ENCODER_SCALE = [2.0, 0.5, -1.5]
+IMAGE_SHAPE = [3, 1, 1]
 T = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 
@@ -157,7 +164,30 @@ def self_check(path, mu, sigma, conditioning, seed):
     return err
 
 
-def manifest(conditioning, sha):
+def scale_model(scale, image_to_latent):
+    """Encoder ([N, 3, 1, 1] -> [N, 3], times scale) or decoder (the inverse)."""
+    n = len(scale)
+    if image_to_latent:
+        nodes = [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
+                 helper.make_node("Mul", ["flat", "scale"], ["latent"])]
+        inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N"] + IMAGE_SHAPE)]
+        outputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["N", n])]
+        inits = [numpy_helper.from_array(np.array([-1, n], dtype=np.int64), "flat_shape"),
+                 numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")]
+    else:
+        nodes = [helper.make_node("Div", ["latent", "scale"], ["flat"]),
+                 helper.make_node("Reshape", ["flat", "image_shape"], ["image"])]
+        inputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["N", n])]
+        outputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N"] + IMAGE_SHAPE)]
+        inits = [numpy_helper.from_array(np.array([-1] + IMAGE_SHAPE, dtype=np.int64), "image_shape"),
+                 numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")]
+    g = helper.make_graph(nodes, "scale", inputs, outputs, initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def manifest(conditioning, sha, image=False):
     lines = [
         'name = "gaussian-joint-%s"' % conditioning.replace("_", "-"),
         'version = "1"',
@@ -171,6 +201,7 @@ def manifest(conditioning, sha):
         'conditioning = "%s"' % conditioning,
         'denoiser = "denoiser.onnx"',
         'denoiser_sha256 = "%s"' % sha,
+    ] + (['encoder = "encoder.onnx"', 'decoder = "decoder.onnx"'] if image else []) + [
         "",
         "[joint.schedule]",
         'kind = "linear"',
@@ -179,9 +210,12 @@ def manifest(conditioning, sha):
         "beta_end = %r" % BETA_END,
     ]
     for v in VARIABLES:
+        kind = "image" if (image and v["name"] == "x") else v["kind"]
         lines += ["", "[[joint.variables]]", 'name = "%s"' % v["name"], "size = %d" % v["size"],
-                  'kind = "%s"' % v["kind"]]
-        if "mean" in v:
+                  'kind = "%s"' % kind]
+        if kind == "image":
+            lines += ["shape = [%s]" % ", ".join(map(str, IMAGE_SHAPE))]
+        elif "mean" in v:
             lines += ["mean = %r" % v["mean"], "std = %r" % v["std"]]
         if "classes" in v:
             lines += ["classes = [%s]" % ", ".join('"%s"' % c for c in v["classes"])]
@@ -193,6 +227,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--conditioning", default="per_variable_t", choices=["per_variable_t", "replacement"])
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--image", action="store_true", help="x is an image variable with encoder/decoder")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     mu, sigma = gaussian(a.seed)
@@ -203,9 +238,17 @@ def main():
     err = self_check(path, mu, sigma, a.conditioning, a.seed)
     sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
     with open(os.path.join(a.out, "model.toml"), "w") as f:
-        f.write(manifest(a.conditioning, sha))
+        f.write(manifest(a.conditioning, sha, a.image))
+    if a.image:
+        import nibabel as nib
+
+        onnx.save(scale_model(ENCODER_SCALE, True), os.path.join(a.out, "encoder.onnx"))
+        onnx.save(scale_model(ENCODER_SCALE, False), os.path.join(a.out, "decoder.onnx"))
+        voxels = np.array([0.25, -0.4, -0.6], dtype=np.float32).reshape(IMAGE_SHAPE)
+        nib.save(nib.Nifti1Image(voxels, np.eye(4)), os.path.join(a.out, "x_known.nii.gz"))
     with open(os.path.join(a.out, "truth.json"), "w") as f:
         json.dump({"variables": VARIABLES, "mu": mu.tolist(), "sigma": sigma.tolist(),
+                   "encoder_scale": ENCODER_SCALE if a.image else None,
                    "self_check_max_abs_error": float(err)}, f, indent=1)
     print(f"wrote {a.out} (self-check max |error| {err:.2e})")
 

@@ -35,6 +35,26 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time every fold of a package on one subject: median latency per fold, provider used.
+    Bench {
+        /// Package name.
+        name: String,
+        /// Raw little-endian float32 image of the declared shape with batch 1 (default: a
+        /// seeded pseudo-random image).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Timed runs per fold (after one untimed warm-up run).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Intra-op threads (default: `inference.intra_op_threads`).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Providers in order, comma-separated (default: `inference.providers`).
+        #[arg(long)]
+        providers: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn weights from elsewhere into packages.
     Import {
         #[command(subcommand)]
@@ -62,10 +82,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .models_dir
         .clone()
         .unwrap_or_else(|| config.inference.models_dir.clone());
-    let options = RuntimeOptions::from_config(&config.inference);
+    let mut inference = config.inference.clone();
+    if let ModelsCommand::Bench {
+        threads, providers, ..
+    } = &args.command
+    {
+        if let Some(t) = threads {
+            inference.intra_op_threads = *t;
+        }
+        if let Some(p) = providers {
+            inference.providers = p.split(',').map(|s| s.trim().to_string()).collect();
+        }
+    }
+    let options = RuntimeOptions::from_config(&inference);
     match args.command {
         ModelsCommand::List { json } => list(&models_dir, json),
         ModelsCommand::Verify { names, json } => verify(&models_dir, &names, &options, json),
+        ModelsCommand::Bench {
+            name,
+            input,
+            runs,
+            json,
+            ..
+        } => bench(&models_dir, &name, input.as_deref(), runs, &options, json),
         ModelsCommand::Import {
             source:
                 ImportSource::Braid {
@@ -200,6 +239,118 @@ fn verify(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn bench(
+    models_dir: &Path,
+    name: &str,
+    input: Option<&Path>,
+    runs: usize,
+    options: &RuntimeOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use brainaged::infer::covariates::{Race, Sex, braid_demographics};
+    use brainaged::infer::ensemble::Ensemble;
+    use brainaged::infer::manifest::InputKind;
+    use ndarray::{ArrayD, IxDyn};
+    use rand::{Rng, SeedableRng};
+
+    let package = ModelPackage::list(models_dir)?
+        .into_iter()
+        .filter_map(|(_, p)| p.ok())
+        .find(|p| p.name() == name)
+        .with_context(|| format!("no package called {name:?} in {}", models_dir.display()))?;
+    let mut image = None;
+    let mut covariates = None;
+    for spec in &package.manifest.inputs {
+        let shape: Vec<usize> = spec
+            .shape
+            .iter()
+            .map(|&d| if d < 0 { 1 } else { d as usize })
+            .collect();
+        let count: usize = shape.iter().product();
+        match spec.kind {
+            InputKind::Image => {
+                let values: Vec<f32> = match input {
+                    Some(path) => {
+                        let bytes = std::fs::read(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        if bytes.len() != count * 4 {
+                            bail!(
+                                "{} has {} bytes; shape {shape:?} needs {}",
+                                path.display(),
+                                bytes.len(),
+                                count * 4
+                            );
+                        }
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect()
+                    }
+                    None => {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+                        (0..count).map(|_| rng.random::<f32>()).collect()
+                    }
+                };
+                image = Some(ArrayD::from_shape_vec(IxDyn(&shape), values)?);
+            }
+            InputKind::Covariates => {
+                let v = braid_demographics(Sex::Unknown, Race::Unknown);
+                covariates = Some(ArrayD::from_shape_vec(IxDyn(&shape), v.to_vec())?);
+            }
+        }
+    }
+    let image = image.context("the package declares no image input")?;
+    let started = std::time::Instant::now();
+    let ensemble = Ensemble::load(package, options)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut folds = Vec::new();
+    for k in 0..ensemble.len() {
+        ensemble.run_fold(k, &image, covariates.as_ref())?;
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = std::time::Instant::now();
+            ensemble.run_fold(k, &image, covariates.as_ref())?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        folds.push(serde_json::json!({
+            "fold": k + 1,
+            "file": ensemble.package.manifest.folds[k].file,
+            "median_ms": median,
+            "min_ms": times[0],
+            "runs": times.len(),
+        }));
+    }
+    let result = serde_json::json!({
+        "package": name,
+        "provider": ensemble.provider(),
+        "threads": options.intra_op_threads,
+        "input_shape": image.shape(),
+        "load_ms": load_ms,
+        "folds": folds,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{name}: provider {}, input {:?}, load {load_ms:.0} ms",
+            ensemble.provider(),
+            image.shape()
+        );
+        for f in &folds {
+            println!(
+                "  fold {}: median {:.1} ms (min {:.1} ms, {} runs)",
+                f["fold"],
+                f["median_ms"].as_f64().unwrap_or(f64::NAN),
+                f["min_ms"].as_f64().unwrap_or(f64::NAN),
+                f["runs"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The tools' Python: `$BRAINAGED_VENV/bin/python`, else the set-up script's default venv.

@@ -99,49 +99,60 @@ impl Ensemble {
         image: &ArrayD<f32>,
         covariates: Option<&ArrayD<f32>>,
     ) -> Result<Vec<ArrayD<f32>>, InferError> {
+        (0..self.folds.len())
+            .map(|k| self.run_fold(k, image, covariates))
+            .collect()
+    }
+
+    /// Runs fold `k` (manifest order); returns its prediction output as [N, K].
+    pub fn run_fold(
+        &self,
+        k: usize,
+        image: &ArrayD<f32>,
+        covariates: Option<&ArrayD<f32>>,
+    ) -> Result<ArrayD<f32>, InferError> {
+        let name = self.package.name().to_string();
+        let fold = self.folds.get(k).ok_or_else(|| InferError::Input {
+            package: name.clone(),
+            reason: format!("no fold {k}"),
+        })?;
         let inputs = self.bind_inputs(image, covariates)?;
         let batch = image.shape()[0];
-        let name = self.package.name().to_string();
-        let mut out = Vec::with_capacity(self.folds.len());
-        for fold in &self.folds {
-            let outputs = fold.run(&inputs)?;
-            let index = match self
-                .package
-                .manifest
-                .output
-                .as_ref()
-                .and_then(|o| o.name.as_ref())
-            {
-                Some(n) => fold.output_names().iter().position(|x| x == n).unwrap_or(0),
-                None => 0,
-            };
-            let value = outputs
-                .into_iter()
-                .nth(index)
-                .ok_or_else(|| InferError::Output {
-                    package: name.clone(),
-                    reason: "the graph returned no outputs".into(),
-                })?;
-            if value.is_empty() || value.shape()[0] != batch {
-                return Err(InferError::Output {
-                    package: name.clone(),
-                    reason: format!(
-                        "{}: output shape {:?} does not start with the batch size {batch}",
-                        fold.path().display(),
-                        value.shape()
-                    ),
-                });
-            }
-            let per_subject = value.len() / batch;
-            let value = value
-                .into_shape_with_order(IxDyn(&[batch, per_subject]))
-                .map_err(|e| InferError::Output {
-                    package: name.clone(),
-                    reason: e.to_string(),
-                })?;
-            out.push(value);
+        let outputs = fold.run(&inputs)?;
+        let index = match self
+            .package
+            .manifest
+            .output
+            .as_ref()
+            .and_then(|o| o.name.as_ref())
+        {
+            Some(n) => fold.output_names().iter().position(|x| x == n).unwrap_or(0),
+            None => 0,
+        };
+        let value = outputs
+            .into_iter()
+            .nth(index)
+            .ok_or_else(|| InferError::Output {
+                package: name.clone(),
+                reason: "the graph returned no outputs".into(),
+            })?;
+        if value.is_empty() || value.shape()[0] != batch {
+            return Err(InferError::Output {
+                package: name,
+                reason: format!(
+                    "{}: output shape {:?} does not start with the batch size {batch}",
+                    fold.path().display(),
+                    value.shape()
+                ),
+            });
         }
-        Ok(out)
+        let per_subject = value.len() / batch;
+        value
+            .into_shape_with_order(IxDyn(&[batch, per_subject]))
+            .map_err(|e| InferError::Output {
+                package: name,
+                reason: e.to_string(),
+            })
     }
 
     fn bind_inputs<'a>(
