@@ -232,15 +232,9 @@ fn check_unconditional(model: &JointModel, truth: &Truth, method: Method, label:
     // d means and d(d+1)/2 covariances are checked at once: a family-wise limit.
     let limit = family_limit(d + d * (d + 1) / 2);
     let means: Vec<f64> = (0..d).map(|j| s.column(j).sum() / n).collect();
-    for j in 0..d {
+    for (j, &mean) in means.iter().enumerate() {
         let se = (truth.sigma[(j, j)] / n).sqrt();
-        within(
-            &format!("{label} mean[{j}]"),
-            means[j],
-            truth.mu[j],
-            se,
-            limit,
-        );
+        within(&format!("{label} mean[{j}]"), mean, truth.mu[j], se, limit);
     }
     for i in 0..d {
         for j in i..d {

@@ -25,6 +25,9 @@ pub struct ModelPackage {
     pub manifest: Manifest,
 }
 
+/// A package directory and what opening it gave.
+pub type Listed = (PathBuf, Result<ModelPackage, InferError>);
+
 /// The outcome of checking one file of a package.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileCheck {
@@ -59,7 +62,7 @@ impl ModelPackage {
 
     /// Every package directly under `models_dir`, sorted by directory name; a directory whose
     /// manifest is broken is returned as its error so that a listing shows it rather than hides it.
-    pub fn list(models_dir: &Path) -> Result<Vec<(PathBuf, Result<Self, InferError>)>, InferError> {
+    pub fn list(models_dir: &Path) -> Result<Vec<Listed>, InferError> {
         let entries = std::fs::read_dir(models_dir).map_err(InferError::io(models_dir))?;
         let mut dirs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
