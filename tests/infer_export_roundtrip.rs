@@ -8,21 +8,11 @@
 
 mod infer_support;
 
-use std::path::Path;
 
 use brainaged::infer::ensemble::Ensemble;
 use brainaged::infer::package::ModelPackage;
 use brainaged::infer::runtime::RuntimeOptions;
-use ndarray::{ArrayD, Axis, IxDyn};
-
-fn read_f32(path: &Path, shape: &[usize]) -> ArrayD<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap()
-}
+use ndarray::Axis;
 
 #[test]
 fn exported_braid_folds_match_pytorch() {
@@ -75,11 +65,11 @@ fn exported_braid_folds_match_pytorch() {
     let reference =
         infer_support::read_json(&root.join("reference/wm-age-nonrigid/reference.json"));
     let shape = |k: &str| -> Vec<usize> { serde_json::from_value(reference[k].clone()).unwrap() };
-    let image = read_f32(
+    let image = infer_support::read_f32(
         &root.join("reference/wm-age-nonrigid/image.f32"),
         &shape("image_shape"),
     );
-    let covariates = read_f32(
+    let covariates = infer_support::read_f32(
         &root.join("reference/wm-age-nonrigid/covariates.f32"),
         &shape("covariates_shape"),
     );

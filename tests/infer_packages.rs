@@ -16,15 +16,6 @@ use brainaged::infer::runtime::{ModelSession, Provider, RuntimeOptions};
 use brainaged::infer::sex::SexCheck;
 use ndarray::{ArrayD, IxDyn};
 
-fn read_f32(path: &Path, shape: &[usize]) -> ArrayD<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap()
-}
-
 fn shape_of(v: &serde_json::Value) -> Vec<usize> {
     serde_json::from_value(v.clone()).unwrap()
 }
@@ -43,11 +34,11 @@ fn fixture() -> Fixture {
     let root = dir.path().to_path_buf();
     infer_support::run_tool("make_tiny_package.py", &[root.to_str().unwrap()]);
     let reference = infer_support::read_json(&root.join("reference.json"));
-    let image = read_f32(
+    let image = infer_support::read_f32(
         &root.join("image.f32"),
         &shape_of(&reference["image_shape"]),
     );
-    let covariates = read_f32(
+    let covariates = infer_support::read_f32(
         &root.join("covariates.f32"),
         &shape_of(&reference["covariates_shape"]),
     );

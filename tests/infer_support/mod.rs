@@ -76,3 +76,13 @@ pub fn require_ort() {
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
 }
+
+/// Reads raw little-endian float32 (C order), as the Python tools write reference inputs.
+pub fn read_f32(path: &Path, shape: &[usize]) -> ndarray::ArrayD<f32> {
+    let bytes = std::fs::read(path).expect("read f32 file");
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), values).expect("shape matches file")
+}
