@@ -91,6 +91,17 @@ pub fn braid_demographics(sex: Sex, race: Race) -> [f32; 6] {
     [f, m, r[0], r[1], r[2], r[3]]
 }
 
+/// The covariates input for a batch of subjects, [N, 6], in the BRAID encoding.
+pub fn braid_batch(subjects: &[(Sex, Race)]) -> ndarray::ArrayD<f32> {
+    let values: Vec<f32> = subjects
+        .iter()
+        .flat_map(|&(sex, race)| braid_demographics(sex, race))
+        .collect();
+    ndarray::Array2::from_shape_vec((subjects.len(), 6), values)
+        .map(|a| a.into_dyn())
+        .unwrap_or_else(|_| ndarray::ArrayD::zeros(ndarray::IxDyn(&[0, 6])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +117,9 @@ mod tests {
             [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
         );
         assert_eq!(Sex::from_dicom(Some("O")), Sex::Unknown);
+        let batch = braid_batch(&[(Sex::Female, Race::Unknown), (Sex::Male, Race::White)]);
+        assert_eq!(batch.shape(), [2, 6]);
+        assert_eq!(batch[[1, 2]], 1.0);
         assert_eq!(Sex::from_dicom(Some("f ")), Sex::Female);
     }
 }

@@ -13,7 +13,10 @@
 //! Known variables enter as the package declares: with `per_variable_t` they stay clean and
 //! their timestep is 0, which is exact for a model trained with per-variable timesteps; with
 //! `replacement` they are overwritten by a fresh forward-noised copy at every step, which is
-//! what a model trained with one shared timestep allows, and is biased (measured in the tests).
+//! what a model trained with one shared timestep allows, and is biased: on the analytic Gaussian
+//! of `tests/infer_joint_gaussian.rs`, E[age | x] comes out 1.9 years low with DDPM and 3.1 years
+//! low with DDIM (true conditional sd 11.4 years), where `per_variable_t` is exact within Monte
+//! Carlo error. RePaint-style resampling is not implemented.
 
 use std::collections::BTreeMap;
 use std::path::Path;
