@@ -8,7 +8,6 @@
 
 mod infer_support;
 
-
 use brainaged::infer::ensemble::Ensemble;
 use brainaged::infer::package::ModelPackage;
 use brainaged::infer::runtime::RuntimeOptions;

@@ -12,6 +12,7 @@ use brainaged::infer::InferError;
 use brainaged::infer::covariates::Sex;
 use brainaged::infer::ensemble::Ensemble;
 use brainaged::infer::package::ModelPackage;
+use brainaged::infer::registry::Registry;
 use brainaged::infer::runtime::{ModelSession, Provider, RuntimeOptions};
 use brainaged::infer::sex::SexCheck;
 use ndarray::{ArrayD, IxDyn};
@@ -99,6 +100,51 @@ fn ensemble_runs_every_fold_and_corrects_bias_only_when_age_is_known() {
             }
         }
     }
+}
+
+#[test]
+fn missing_onnx_runtime_library_is_a_clear_error_not_a_panic() {
+    let f = fixture();
+    let out = infer_support::brainaged()
+        .env(
+            "BRAINAGED__INFERENCE__LIBRARY_PATH",
+            "/nonexistent/libonnxruntime.so",
+        )
+        .args([
+            "models",
+            "--models-dir",
+            f.root.to_str().unwrap(),
+            "verify",
+            "tiny-sex",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("/nonexistent/libonnxruntime.so") && text.contains("50-onnxruntime.sh"),
+        "{text}"
+    );
+}
+
+#[test]
+fn registry_loads_each_package_once() {
+    let f = fixture();
+    let registry = Registry::new(&f.root, RuntimeOptions::cpu(1));
+    let a = registry.ensemble("tiny-age").unwrap();
+    let b = registry.ensemble("tiny-age").unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "the second job reuses the loaded sessions"
+    );
+    assert_eq!(a.len(), 3);
+    let err = registry.ensemble("no-such-model").unwrap_err();
+    assert!(err.to_string().contains("no-such-model"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod ensemble;
 pub mod error;
 pub mod manifest;
 pub mod package;
+pub mod registry;
 pub mod runtime;
 pub mod sex;
 
