@@ -100,6 +100,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scaled_linear_and_file_schedules() {
+        use crate::infer::diffusion::spec::{ScheduleKind, ScheduleSpec};
+        let spec = |kind, file: Option<&str>| ScheduleSpec {
+            kind,
+            num_train_steps: 3,
+            beta_start: Some(0.01),
+            beta_end: Some(0.04),
+            file: file.map(String::from),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // sqrt-spaced: 0.1, 0.15, 0.2 squared.
+        let s = Schedule::from_spec(&spec(ScheduleKind::ScaledLinear, None), dir.path()).unwrap();
+        let want = (1.0 - 0.01) * (1.0 - 0.0225) * (1.0 - 0.04);
+        assert!((s.alpha_bar(3) - want).abs() < 1e-12);
+        std::fs::write(dir.path().join("betas.txt"), "0.1\n0.2\n0.3\n").unwrap();
+        let s =
+            Schedule::from_spec(&spec(ScheduleKind::File, Some("betas.txt")), dir.path()).unwrap();
+        assert!((s.alpha_bar(3) - 0.9 * 0.8 * 0.7).abs() < 1e-12);
+        std::fs::write(dir.path().join("betas.txt"), "0.1\n0.2\n").unwrap();
+        let err = Schedule::from_spec(&spec(ScheduleKind::File, Some("betas.txt")), dir.path());
+        assert!(err.unwrap_err().contains("has 2 betas"));
+    }
+
+    #[test]
     fn pairs_cover_t_to_zero() {
         let s = Schedule::from_betas(&vec![0.01; 1000]).unwrap();
         let p = s.sampling_pairs(50);
