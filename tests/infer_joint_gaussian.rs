@@ -346,6 +346,15 @@ fn sample_cli_answers_in_the_contract_shape() {
     assert!(json["variables"].get("x").is_none());
     assert_eq!(json["provider"], "cpu");
     assert!((std - want_std).abs() < 0.1 * want_std);
+    // `models verify` runs the denoiser on a dummy sample and checks its output shape.
+    let report = infer_support::run_json(infer_support::brainaged().args([
+        "models",
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+        "verify",
+        "--json",
+    ]));
+    assert_eq!(report[0]["files"][0]["status"], "ok", "{report}");
 }
 
 /// The image questions of the CLI contract, through an encoder and a decoder: age from an image

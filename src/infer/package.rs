@@ -200,21 +200,68 @@ impl ModelPackage {
             checks.push(self.verify_fold(&fold.file, fold.sha256.as_deref(), options));
         }
         if let Some(joint) = &self.manifest.joint {
-            let mut files = vec![(joint.denoiser.clone(), joint.denoiser_sha256.clone())];
-            files.extend(joint.encoder.iter().map(|f| (f.clone(), None)));
-            files.extend(joint.decoder.iter().map(|f| (f.clone(), None)));
-            for (file, sha) in files {
-                let check = match self.check_file(&file, sha.as_deref(), true) {
+            let denoiser = &joint.denoiser;
+            checks.push(
+                match self.check_file(denoiser, joint.denoiser_sha256.as_deref(), true) {
+                    Ok(path) => self.verify_denoiser(&path, joint, options),
+                    Err(e) => file_error(denoiser, e),
+                },
+            );
+            for file in joint.encoder.iter().chain(joint.decoder.iter()) {
+                let check = match self.check_file(file, None, true) {
                     Ok(path) => match ModelSession::load(&path, options) {
-                        Ok(s) => ok_check(&file, s.provider()),
-                        Err(e) => failed(&file, "load failed", e),
+                        Ok(s) => ok_check(file, s.provider()),
+                        Err(e) => failed(file, "load failed", e),
                     },
-                    Err(e) => file_error(&file, e),
+                    Err(e) => file_error(file, e),
                 };
                 checks.push(check);
             }
         }
         checks
+    }
+
+    /// Loads the denoiser and runs it on one all-zero sample at t = 0; the output must be [1, D].
+    fn verify_denoiser(
+        &self,
+        path: &Path,
+        joint: &super::diffusion::spec::JointSpec,
+        options: &RuntimeOptions,
+    ) -> FileCheck {
+        use super::diffusion::spec::Conditioning;
+        let file = joint.denoiser.as_str();
+        let session = match ModelSession::load(path, options) {
+            Ok(s) => s,
+            Err(e) => return failed(file, "load failed", e),
+        };
+        let d = joint.dim();
+        let x = ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, d]));
+        let t = match joint.conditioning {
+            Conditioning::PerVariableT => {
+                ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, joint.variables.len()]))
+            }
+            Conditioning::Replacement => ArrayD::<f32>::zeros(ndarray::IxDyn(&[1])),
+        };
+        match session.run(&[(joint.x_input.as_str(), &x), (joint.t_input.as_str(), &t)]) {
+            Ok(out) if out.first().is_some_and(|e| e.shape() == [1, d]) => {
+                let mut check = ok_check(file, session.provider());
+                if joint.denoiser_sha256.is_none() {
+                    check.status = "no checksum".into();
+                    check.detail = Some("the manifest gives no sha256 for this file".into());
+                }
+                check
+            }
+            Ok(out) => FileCheck {
+                file: file.to_string(),
+                status: "run failed".into(),
+                detail: Some(format!(
+                    "denoiser output shape {:?}, expected [1, {d}]",
+                    out.first().map(|e| e.shape().to_vec())
+                )),
+                provider: Some(session.provider()),
+            },
+            Err(e) => failed(file, "run failed", e),
+        }
     }
 
     fn verify_fold(&self, file: &str, sha: Option<&str>, options: &RuntimeOptions) -> FileCheck {
