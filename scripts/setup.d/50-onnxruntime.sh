@@ -12,7 +12,8 @@ flavour=cpu
 dest="$root/.cache/ort"
 stamp="$dest/.installed"
 want="onnxruntime-$flavour-$version"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/env.sh" ]; then exit 0; fi
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/env.sh" ] \
+    && ls "$dest"/lib/libonnxruntime.so.* >/dev/null 2>&1; then exit 0; fi
 
 wheels=${BRAINAGED_WHEEL_CACHE:-$HOME/.cache/brainaged/wheels}
 mkdir -p "$wheels" "$dest/lib"
