@@ -53,7 +53,8 @@ def state_dict_of(path):
 
 def load_fold(model, path):
     state = state_dict_of(path)
-    expected = set(model.state_dict().keys())
+    # num_batches_tracked only matters for training; older checkpoints lack it.
+    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     if not expected.issubset(state.keys()):
         # A wrapper module (e.g. "resnet.") in front of MONAI's names: strip one common prefix.
         prefixes = {k.split(".", 1)[0] for k in state if "." in k}
@@ -68,7 +69,8 @@ def load_fold(model, path):
     unexpected = sorted(k for k in state if k not in expected and not k.endswith("num_batches_tracked"))
     if unexpected:
         raise SystemExit(f"{path}: parameters the network does not have: {unexpected[:8]} ...")
-    model.load_state_dict({k: state[k] for k in expected})
+    result = model.load_state_dict({k: state[k] for k in expected}, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
     return model.eval()
 
 
