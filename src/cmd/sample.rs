@@ -39,6 +39,9 @@ pub struct Args {
     eta: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// RePaint-style resampling: take each step this many times (replacement models).
+    #[arg(long, default_value_t = 1)]
+    resample: usize,
     /// Where generated images are written.
     #[arg(long, default_value = ".")]
     output_dir: PathBuf,
@@ -98,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         steps: args.steps,
         method,
         seed: args.seed,
+        resample: args.resample,
     };
     let result = model.sample(&request)?;
     let mut variables = serde_json::Map::new();
