@@ -41,7 +41,11 @@ fn recipes_match_monai() {
     );
     let cases: serde_json::Value = serde_json::from_slice(&out.stdout).expect("case list JSON");
     let cases = cases.as_array().expect("a list of cases");
-    assert!(cases.len() >= 8, "expected at least 8 cases, got {}", cases.len());
+    assert!(
+        cases.len() >= 8,
+        "expected at least 8 cases, got {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
@@ -69,7 +73,10 @@ fn recipes_match_monai() {
         let png = std::fs::read(case_out.join("qa.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG", "{name}: QA picture is not a PNG");
         if ours.shape != want.shape {
-            failures.push(format!("{name}: shape {:?} vs MONAI {:?}", ours.shape, want.shape));
+            failures.push(format!(
+                "{name}: shape {:?} vs MONAI {:?}",
+                ours.shape, want.shape
+            ));
             continue;
         }
         let max = ours
@@ -88,5 +95,9 @@ fn recipes_match_monai() {
             failures.push(format!("{name}: max |Δ| = {max:e} > 1e-4"));
         }
     }
-    assert!(failures.is_empty(), "MONAI parity failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "MONAI parity failures:\n{}",
+        failures.join("\n")
+    );
 }
