@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use brainaged::nifti_io::{read_volume, read_volume_f32, write_volume};
-use brainaged::preprocess::dti::{DEFAULT_ITERATIONS, DwiSeries, fit_masked};
+use brainaged::nifti_io::{read_volume_f32, write_volume};
+use brainaged::preprocess::dti::{DEFAULT_ITERATIONS, fit_masked};
+use brainaged::preprocess::dwi_reader::read_dwi;
 use brainaged::preprocess::fsl_grad::read_fsl_gradients;
 use brainaged::preprocess::image::Image3;
 use brainaged::preprocess::mask::Mask;
@@ -42,10 +43,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let volume = read_volume(&args.dwi).with_context(|| "reading the diffusion series")?;
     let gradients = read_fsl_gradients(&args.bval, &args.bvec)?;
-    let series = DwiSeries::select(&volume, &gradients, args.shell_max)?;
-    drop(volume);
+    let series = read_dwi(&args.dwi, &gradients, args.shell_max)?;
     let mask = match &args.mask {
         Some(path) => {
             let img = Image3::from_volume(&read_volume_f32(path)?)

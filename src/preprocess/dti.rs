@@ -14,13 +14,13 @@
 //! Voxels whose signal is zero throughout, or whose fit is not finite, get FA = MD = 0 (MRtrix
 //! writes NaN there); this only happens outside the brain.
 
-use nalgebra::{Matrix3, SMatrix, SVector, SymmetricEigen};
+use nalgebra::{Matrix3, SVector, SymmetricEigen};
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::image::Image3;
 use super::mask::Mask;
-use crate::volume::{GradientTable, Volume};
+use crate::volume::{GradientTable, Volume, VoxelData};
 
 /// MRtrix's default number of reweightings after the initial weighted fit.
 pub const DEFAULT_ITERATIONS: usize = 2;
@@ -75,17 +75,19 @@ impl DwiSeries {
         let keep: Vec<usize> = (0..shape[3])
             .filter(|&t| b_max.is_none_or(|b| gradients.bvals[t] < b))
             .collect();
-        let array: ArrayD<f32> = volume.data.to_f32();
         let dims = [shape[0], shape[1], shape[2]];
         let nvox = dims[0] * dims[1] * dims[2];
         let mut data = vec![0.0f32; nvox * keep.len()];
-        for (slot, &t) in keep.iter().enumerate() {
-            let out = &mut data[slot * nvox..(slot + 1) * nvox];
-            let vol = array.index_axis(ndarray::Axis(3), t);
-            // Reversed axes iterate with i fastest, the flat layout used here.
-            for (o, v) in out.iter_mut().zip(vol.t().iter()) {
-                *o = *v;
-            }
+        // Convert volume by volume from the stored type: a float copy of the whole series first
+        // would double the peak memory of a large acquisition.
+        match &volume.data {
+            VoxelData::U8(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::I16(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::U16(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::I32(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::U32(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::F32(a) => copy_volumes(a, &keep, &mut data),
+            VoxelData::F64(a) => copy_volumes(a, &keep, &mut data),
         }
         Ok(DwiSeries {
             dims,
@@ -125,6 +127,34 @@ impl DwiSeries {
     }
 }
 
+/// Copies volumes `keep` of a 4-D array into `out` (one flat i-fastest block per volume).
+fn copy_volumes<T: Copy + AsF32>(array: &ArrayD<T>, keep: &[usize], out: &mut [f32]) {
+    let nvox = out.len() / keep.len().max(1);
+    for (slot, &t) in keep.iter().enumerate() {
+        let vol = array.index_axis(ndarray::Axis(3), t);
+        let dst = &mut out[slot * nvox..(slot + 1) * nvox];
+        // Reversed axes iterate with i fastest, the flat layout used here.
+        let view = vol.t();
+        match view.as_slice() {
+            Some(src) => dst.iter_mut().zip(src).for_each(|(o, v)| *o = v.as_f32()),
+            None => dst
+                .iter_mut()
+                .zip(view.iter())
+                .for_each(|(o, v)| *o = v.as_f32()),
+        }
+    }
+}
+
+/// Lossless-enough conversion of stored voxel types to f32.
+trait AsF32 {
+    fn as_f32(self) -> f32;
+}
+
+macro_rules! as_f32 {
+    ($($t:ty),*) => {$(impl AsF32 for $t { #[inline] fn as_f32(self) -> f32 { self as f32 } })*};
+}
+as_f32!(u8, i16, u16, i32, u32, f32, f64);
+
 /// FA and MD maps on the diffusion grid.
 #[derive(Debug, Clone)]
 pub struct DtiMaps {
@@ -163,49 +193,176 @@ fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
         .collect()
 }
 
-/// Fits one voxel: returns (ln S0, tensor), or `None` when the signal is all zero or the
-/// normal equations are singular.
+/// Index of element (r, c), r ≥ c, in a packed lower triangle of a 7 × 7 matrix.
+const fn packed(r: usize, c: usize) -> usize {
+    r * (r + 1) / 2 + c
+}
+
+/// The per-voxel solver with what all voxels share precomputed: design rows and their outer
+/// products (the normal matrix is Σ wᵢ² aᵢaᵢᵀ, so each voxel only scales and sums them).
+pub struct Fitter {
+    rows: Vec<[f64; 7]>,
+    outer: Vec<[f64; 28]>,
+    iterations: usize,
+}
+
+impl Fitter {
+    /// A fitter for one gradient table and MRtrix's `-iter` count.
+    pub fn new(design: &[SVector<f64, 7>], iterations: usize) -> Self {
+        let rows: Vec<[f64; 7]> = design
+            .iter()
+            .map(|r| std::array::from_fn(|c| r[c]))
+            .collect();
+        let outer = rows
+            .iter()
+            .map(|row| {
+                let mut o = [0.0; 28];
+                for r in 0..7 {
+                    for c in 0..=r {
+                        o[packed(r, c)] = row[r] * row[c];
+                    }
+                }
+                o
+            })
+            .collect();
+        Fitter {
+            rows,
+            outer,
+            iterations,
+        }
+    }
+
+    /// Fits one voxel: (ln S0, tensor), or `None` when the signal is all zero or the normal
+    /// equations are singular. `w` and `y` are scratch space reused across voxels.
+    pub fn fit(
+        &self,
+        signal: &[f64],
+        w: &mut Vec<f64>,
+        y: &mut Vec<f64>,
+    ) -> Option<(f64, Tensor6)> {
+        let max = signal.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !(max > 0.0) {
+            return None;
+        }
+        let small = 1.0e-6 * max;
+        w.clear();
+        y.clear();
+        for &s in signal {
+            let s = if !s.is_finite() || s < small {
+                small
+            } else {
+                s
+            };
+            w.push(s);
+            y.push(s.ln());
+        }
+        let mut x = [0.0; 7];
+        for _ in 0..=self.iterations {
+            let (mut ata, aty) = self.normal_equations(w, y);
+            x = cholesky_solve(&mut ata, aty)?;
+            if self.iterations > 1 {
+                for (wi, row) in w.iter_mut().zip(&self.rows) {
+                    let pred: f64 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
+                    *wi = pred.exp();
+                }
+            }
+        }
+        if !x.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        Some((x[0], [x[1], x[2], x[3], x[4], x[5], x[6]]))
+    }
+}
+
+impl Fitter {
+    /// Σ wᵢ² aᵢaᵢᵀ (packed) and Σ wᵢ² yᵢ aᵢ: the hot loop, vectorised where the CPU allows.
+    fn normal_equations(&self, w: &[f64], y: &[f64]) -> ([f64; 28], [f64; 7]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { normal_equations_avx2(&self.rows, &self.outer, w, y) };
+        }
+        normal_equations_generic(&self.rows, &self.outer, w, y)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normal_equations_avx2(
+    rows: &[[f64; 7]],
+    outer: &[[f64; 28]],
+    w: &[f64],
+    y: &[f64],
+) -> ([f64; 28], [f64; 7]) {
+    normal_equations_generic(rows, outer, w, y)
+}
+
+#[inline(always)]
+fn normal_equations_generic(
+    rows: &[[f64; 7]],
+    outer: &[[f64; 28]],
+    w: &[f64],
+    y: &[f64],
+) -> ([f64; 28], [f64; 7]) {
+    let mut ata = [0.0; 28];
+    let mut aty = [0.0; 7];
+    for (((row, outer), &wi), &yi) in rows.iter().zip(outer).zip(w).zip(y) {
+        let w2 = wi * wi;
+        for (a, o) in ata.iter_mut().zip(outer) {
+            *a += w2 * o;
+        }
+        let wy = w2 * yi;
+        for (a, r) in aty.iter_mut().zip(row) {
+            *a += wy * r;
+        }
+    }
+    (ata, aty)
+}
+
+/// Solves `A x = b` for a symmetric positive definite 7 × 7 `A` given as a packed lower
+/// triangle (overwritten by its Cholesky factor); `None` when `A` is not positive definite.
+fn cholesky_solve(a: &mut [f64; 28], mut b: [f64; 7]) -> Option<[f64; 7]> {
+    for j in 0..7 {
+        let mut d = a[packed(j, j)];
+        for k in 0..j {
+            d -= a[packed(j, k)] * a[packed(j, k)];
+        }
+        if !(d > 0.0) {
+            return None;
+        }
+        let d = d.sqrt();
+        a[packed(j, j)] = d;
+        for i in j + 1..7 {
+            let mut v = a[packed(i, j)];
+            for k in 0..j {
+                v -= a[packed(i, k)] * a[packed(j, k)];
+            }
+            a[packed(i, j)] = v / d;
+        }
+    }
+    for i in 0..7 {
+        for k in 0..i {
+            b[i] -= a[packed(i, k)] * b[k];
+        }
+        b[i] /= a[packed(i, i)];
+    }
+    for i in (0..7).rev() {
+        for k in i + 1..7 {
+            b[i] -= a[packed(k, i)] * b[k];
+        }
+        b[i] /= a[packed(i, i)];
+    }
+    Some(b)
+}
+
+/// Fits one voxel with a one-off [`Fitter`] (tests and single voxels; [`fit`] shares one).
 pub fn fit_voxel(
     design: &[SVector<f64, 7>],
     signal: &[f64],
     iterations: usize,
 ) -> Option<(f64, Tensor6)> {
-    let max = signal.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(max > 0.0) {
-        return None;
-    }
-    let small = 1.0e-6 * max;
-    let mut y = Vec::with_capacity(signal.len());
-    let mut w = Vec::with_capacity(signal.len());
-    for &s in signal {
-        let s = if !s.is_finite() || s < small {
-            small
-        } else {
-            s
-        };
-        w.push(s);
-        y.push(s.ln());
-    }
-    let mut x = SVector::<f64, 7>::zeros();
-    for _ in 0..=iterations {
-        let mut ata = SMatrix::<f64, 7, 7>::zeros();
-        let mut aty = SVector::<f64, 7>::zeros();
-        for ((row, &wi), &yi) in design.iter().zip(&w).zip(&y) {
-            let w2 = wi * wi;
-            ata += row * row.transpose() * w2;
-            aty += row * (w2 * yi);
-        }
-        x = ata.cholesky()?.solve(&aty);
-        if iterations > 1 {
-            for (wi, row) in w.iter_mut().zip(design) {
-                *wi = row.dot(&x).exp();
-            }
-        }
-    }
-    if !x.iter().all(|v| v.is_finite()) {
-        return None;
-    }
-    Some((x[0], [x[1], x[2], x[3], x[4], x[5], x[6]]))
+    Fitter::new(design, iterations).fit(signal, &mut Vec::new(), &mut Vec::new())
 }
 
 /// `tensor2metric -adc`: the mean of the eigenvalues, i.e. trace / 3.
@@ -262,7 +419,7 @@ pub fn fit(
     if ndw < 6 {
         return Err(DtiError::TooFewVolumes(ndw));
     }
-    let design = design_matrix(&series.bvals, &series.bvecs);
+    let fitter = Fitter::new(&design_matrix(&series.bvals, &series.bvecs), iterations);
     let nvox = series.nvox();
     let nvol = series.bvals.len();
     let slice = series.dims[0] * series.dims[1];
@@ -274,6 +431,7 @@ pub fn fit(
         .enumerate()
         .for_each(|(k, (fa_slice, md_slice))| {
             let mut signal = vec![0.0f64; nvol];
+            let (mut w, mut y) = (Vec::with_capacity(nvol), Vec::with_capacity(nvol));
             for p in 0..slice {
                 let v = k * slice + p;
                 if fit_mask.is_some_and(|m| !m.inside[v]) {
@@ -282,7 +440,7 @@ pub fn fit(
                 for (t, s) in signal.iter_mut().enumerate() {
                     *s = series.data[v + nvox * t] as f64;
                 }
-                if let Some((_, d)) = fit_voxel(&design, &signal, iterations) {
+                if let Some((_, d)) = fitter.fit(&signal, &mut w, &mut y) {
                     fa_slice[p] = fractional_anisotropy(&d) as f32;
                     md_slice[p] = mean_diffusivity(&d) as f32;
                 }

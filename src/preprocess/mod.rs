@@ -6,6 +6,7 @@
 //! names ([`recipe`]).
 
 pub mod dti;
+pub mod dwi_reader;
 pub mod fsl_grad;
 pub mod image;
 pub mod mask;
