@@ -36,6 +36,7 @@ for series in philips-dwi-bangalore siemens-xa30-dwi siemens-mosaic-dwi-sag phil
     mw=$(awk '{print $1}' "$d/mr.log" | median); mc=$(awk '{print $2}' "$d/mr.log" | median)
     vols=$(wc -w < "$d/dwi.bval")
     printf "%-24s %4s %9.3f %9.3f %6.3f %9.3f %9.3f %6.3f\n" "$series" "$vols" "$ow" "$mw" \
-        "$(echo "$ow / $mw" | bc -l)" "$oc" "$mc" "$(echo "$oc / $mc" | bc -l)"
+        "$(awk -v a="$ow" -v b="$mw" 'BEGIN {print a / b}')" "$oc" "$mc" \
+        "$(awk -v a="$oc" -v b="$mc" 'BEGIN {print a / b}')"
 done
 echo "($runs runs each, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ))"

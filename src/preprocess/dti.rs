@@ -128,7 +128,7 @@ impl DwiSeries {
 }
 
 /// Copies volumes `keep` of a 4-D array into `out` (one flat i-fastest block per volume).
-fn copy_volumes<T: Copy + AsF32>(array: &ArrayD<T>, keep: &[usize], out: &mut [f32]) {
+fn copy_volumes<T: Copy + IntoF32>(array: &ArrayD<T>, keep: &[usize], out: &mut [f32]) {
     let nvox = out.len() / keep.len().max(1);
     for (slot, &t) in keep.iter().enumerate() {
         let vol = array.index_axis(ndarray::Axis(3), t);
@@ -136,24 +136,24 @@ fn copy_volumes<T: Copy + AsF32>(array: &ArrayD<T>, keep: &[usize], out: &mut [f
         // Reversed axes iterate with i fastest, the flat layout used here.
         let view = vol.t();
         match view.as_slice() {
-            Some(src) => dst.iter_mut().zip(src).for_each(|(o, v)| *o = v.as_f32()),
+            Some(src) => dst.iter_mut().zip(src).for_each(|(o, v)| *o = v.into_f32()),
             None => dst
                 .iter_mut()
                 .zip(view.iter())
-                .for_each(|(o, v)| *o = v.as_f32()),
+                .for_each(|(o, v)| *o = v.into_f32()),
         }
     }
 }
 
 /// Lossless-enough conversion of stored voxel types to f32.
-trait AsF32 {
-    fn as_f32(self) -> f32;
+trait IntoF32 {
+    fn into_f32(self) -> f32;
 }
 
-macro_rules! as_f32 {
-    ($($t:ty),*) => {$(impl AsF32 for $t { #[inline] fn as_f32(self) -> f32 { self as f32 } })*};
+macro_rules! into_f32 {
+    ($($t:ty),*) => {$(#[allow(clippy::unnecessary_cast)] impl IntoF32 for $t { #[inline] fn into_f32(self) -> f32 { self as f32 } })*};
 }
-as_f32!(u8, i16, u16, i32, u32, f32, f64);
+into_f32!(u8, i16, u16, i32, u32, f32, f64);
 
 /// FA and MD maps on the diffusion grid.
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ impl Fitter {
         y: &mut Vec<f64>,
     ) -> Option<(f64, Tensor6)> {
         let max = signal.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if !(max > 0.0) {
+        if max.is_nan() || max <= 0.0 {
             return None;
         }
         let small = 1.0e-6 * max;
@@ -328,7 +328,7 @@ fn cholesky_solve(a: &mut [f64; 28], mut b: [f64; 7]) -> Option<[f64; 7]> {
         for k in 0..j {
             d -= a[packed(j, k)] * a[packed(j, k)];
         }
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return None;
         }
         let d = d.sqrt();

@@ -124,10 +124,10 @@ fn trilinear_aten(src: &Image3, pos: [f64; 3]) -> f64 {
     let (bx, by, bz) = (x0 as i64, y0 as i64, z0 as i64);
     let dims = src.dims.map(|d| d as i64);
     let mut acc = 0.0;
-    for dz in 0..2 {
-        for dy in 0..2 {
-            for dx in 0..2 {
-                let w = wx[dx] * wy[dy] * wz[dz];
+    for (dz, wz) in wz.iter().enumerate() {
+        for (dy, wy) in wy.iter().enumerate() {
+            for (dx, wx) in wx.iter().enumerate() {
+                let w = wx * wy * wz;
                 let (x, y, z) = (bx + dx as i64, by + dy as i64, bz + dz as i64);
                 if z >= 0 && z < dims[0] && y >= 0 && y < dims[1] && x >= 0 && x < dims[2] {
                     let v = src.data[src.index(z as usize, y as usize, x as usize)] as f64;
