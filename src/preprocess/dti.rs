@@ -257,10 +257,12 @@ impl Fitter {
             y.push(s.ln());
         }
         let mut x = [0.0; 7];
-        for _ in 0..=self.iterations {
+        for it in 0..=self.iterations {
             let (mut ata, aty) = self.normal_equations(w, y);
             x = cholesky_solve(&mut ata, aty)?;
-            if self.iterations > 1 {
+            // MRtrix reweights only when -iter > 1, and the weights after the last solve are
+            // never used, so they are not computed.
+            if self.iterations > 1 && it < self.iterations {
                 for (wi, row) in w.iter_mut().zip(&self.rows) {
                     let pred: f64 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
                     *wi = pred.exp();
