@@ -86,19 +86,17 @@ impl Image3 {
             return Err(ImageError::NoSuchVolume { index, count });
         }
         let dims = [shape[0], shape[1], shape[2]];
-        let mut data = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
-        for k in 0..dims[2] {
-            for j in 0..dims[1] {
-                for i in 0..dims[0] {
-                    let v = if shape.len() == 4 {
-                        array[[i, j, k, index]]
-                    } else {
-                        array[[i, j, k]]
-                    };
-                    data.push(v);
-                }
-            }
-        }
+        let volume = if shape.len() == 4 {
+            array.index_axis(ndarray::Axis(3), index)
+        } else {
+            array.view()
+        };
+        // Reversed axes iterate with i fastest: a plain copy when the array is in NIfTI order.
+        let reversed = volume.t();
+        let data: Vec<f32> = match reversed.as_slice() {
+            Some(s) => s.to_vec(),
+            None => reversed.iter().copied().collect(),
+        };
         Ok(Image3 { dims, data, affine })
     }
 

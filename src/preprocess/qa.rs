@@ -98,9 +98,12 @@ fn window(img: &Image3) -> (f32, f32) {
     if v.is_empty() {
         return (0.0, 0.0);
     }
-    v.sort_by(f32::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.01).min(0.0), at(0.99))
+    let mut at = |q: f64| {
+        let k = ((v.len() - 1) as f64 * q).round() as usize;
+        *v.select_nth_unstable_by(k, f32::total_cmp).1
+    };
+    let lo = at(0.01).min(0.0);
+    (lo, at(0.99))
 }
 
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {

@@ -17,6 +17,8 @@
 
 use std::str::FromStr;
 
+use rayon::prelude::*;
+
 use super::dti::{DEFAULT_ITERATIONS, DtiError, DwiSeries, fit_masked};
 use super::image::Image3;
 use super::mask::Mask;
@@ -191,16 +193,18 @@ pub fn stack_channels(channels: &[Image3]) -> Result<NpyArray, RecipeError> {
         return Err(RecipeError::ChannelGrids(dims, other.dims));
     }
     let [ni, nj, nk] = dims;
-    let mut data = Vec::with_capacity(channels.len() * ni * nj * nk);
-    for c in channels {
-        for i in 0..ni {
+    let mut data = vec![0.0f32; channels.len() * ni * nj * nk];
+    // One C-order (k fastest) plane per (channel, i), filled in parallel.
+    data.par_chunks_mut(nj * nk)
+        .enumerate()
+        .for_each(|(ci, plane)| {
+            let (c, i) = (&channels[ci / ni], ci % ni);
             for j in 0..nj {
                 for k in 0..nk {
-                    data.push(c.data[c.index(i, j, k)]);
+                    plane[j * nk + k] = c.data[c.index(i, j, k)];
                 }
             }
-        }
-    }
+        });
     Ok(NpyArray {
         shape: vec![1, channels.len(), ni, nj, nk],
         data,
