@@ -37,7 +37,10 @@ pub enum DtiError {
     GradientCount { volumes: usize, entries: usize },
     #[error("no b=0 volume (b ≤ {B_ZERO_THRESHOLD}) among the selected volumes")]
     NoBZero,
-    #[error("{0} volumes with distinct directions selected; a tensor needs at least 6 plus a b=0")]
+    #[error(
+        "{0} diffusion-weighted volumes left after shell selection; a tensor needs at least 6 \
+         plus a b=0"
+    )]
     TooFewVolumes(usize),
     #[error("mask grid {mask:?} differs from the diffusion grid {dwi:?}")]
     MaskGrid { mask: [usize; 3], dwi: [usize; 3] },

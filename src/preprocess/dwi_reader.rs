@@ -19,12 +19,12 @@ use crate::volume::GradientTable;
 /// Why a diffusion series could not be streamed.
 #[derive(Debug, thiserror::Error)]
 pub enum DwiReadError {
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot read the NIfTI header")]
     Header {
         path: String,
         source: nifti::NiftiError,
     },
-    #[error("{path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -48,6 +48,11 @@ pub fn read_dwi(
     b_max: Option<f64>,
 ) -> Result<DwiSeries, DwiReadError> {
     let p = path.display().to_string();
+    // Opened first so that a missing or unreadable file is reported as such, not as a header.
+    File::open(path).map_err(|source| DwiReadError::Io {
+        path: p.clone(),
+        source,
+    })?;
     let header = NiftiHeader::from_file(path).map_err(|source| DwiReadError::Header {
         path: p.clone(),
         source,

@@ -8,7 +8,7 @@ use crate::volume::GradientTable;
 /// Why a gradient table could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum GradError {
-    #[error("{path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: String,
         source: std::io::Error,

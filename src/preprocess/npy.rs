@@ -7,7 +7,7 @@ use std::path::Path;
 /// Why an `.npy` file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: String,
         source: std::io::Error,

@@ -17,7 +17,7 @@ use super::image::Image3;
 /// Why the picture could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum QaError {
-    #[error("{path}: {source}")]
+    #[error("writing {path}")]
     Io {
         path: String,
         source: std::io::Error,
