@@ -1,0 +1,322 @@
+//! Frames of one series → volumes: split where dcm2niix splits, sort slices along the normal,
+//! order volumes, check the stack is complete and evenly spaced, stack pixels, build the affine
+//! and the gradient table.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::frame::{Diffusion, Frame};
+use super::geometry::{self, Orientation, dot};
+use super::gradients;
+use super::meta;
+use super::pixels::PixelError;
+use super::stack::{self, Layout};
+use crate::volume::{Volume, VoxelData};
+
+/// Slice positions closer than this (mm) along the normal are the same slice.
+const SAME_POSITION_MM: f64 = 0.01;
+/// Orientation cosines closer than this are the same orientation.
+const SAME_ORIENTATION: f64 = 1e-3;
+/// Largest tolerated deviation of one slice gap from the mean gap, as a fraction of the mean.
+const SPACING_TOLERANCE: f64 = 0.05;
+
+/// Why a stack of frames could not become a volume.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("{count} images per slice position are not equal ({detail}): missing or extra images")]
+    UnequalCounts { count: usize, detail: String },
+    #[error(
+        "slice gap of {gap:.3} mm between slices {at} and {next} where {expected:.3} mm is expected: \
+         a slice is missing or spacing is not uniform"
+    )]
+    NonUniformSpacing {
+        at: usize,
+        next: usize,
+        gap: f64,
+        expected: f64,
+    },
+    #[error("pixel data: {0}")]
+    Pixels(#[from] PixelError),
+}
+
+/// One output volume and the file-name suffix that tells it apart from its siblings.
+#[derive(Debug)]
+pub struct Assembled {
+    pub volume: Volume,
+    pub suffix: String,
+    /// Removed derived (trace/ADC) volumes, written in the `_ADC` sibling.
+    pub derived: bool,
+}
+
+/// The attributes that split a series into separate volumes.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+struct SplitKey {
+    echo: Option<i64>,
+    image_type: Vec<String>,
+    rows: u32,
+    columns: u32,
+    bits: (u16, u16),
+    orientation: [i64; 6],
+}
+
+fn split_key(f: &Frame) -> SplitKey {
+    SplitKey {
+        echo: f.echo_number,
+        image_type: f.image_type.clone(),
+        rows: f.rows,
+        columns: f.columns,
+        bits: (f.bits_allocated, f.pixel_representation),
+        orientation: f.orientation.map(|c| (c / SAME_ORIENTATION).round() as i64),
+    }
+}
+
+/// Splits one series' frames into groups with their file-name suffixes.
+pub fn split(frames: Vec<Frame>) -> Vec<(String, Vec<Frame>)> {
+    let mut groups: Vec<(SplitKey, Vec<Frame>)> = Vec::new();
+    for f in frames {
+        let key = split_key(&f);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(f),
+            None => groups.push((key, vec![f])),
+        }
+    }
+    groups.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    let echoes_vary = groups.iter().any(|(k, _)| k.echo != groups[0].0.echo);
+    let types_vary = groups
+        .iter()
+        .any(|(k, _)| k.image_type != groups[0].0.image_type);
+    let mut used: BTreeMap<String, usize> = BTreeMap::new();
+    groups
+        .into_iter()
+        .map(|(key, g)| {
+            let mut suffix = String::new();
+            if echoes_vary {
+                suffix += &format!("_e{}", key.echo.unwrap_or(1));
+            }
+            if types_vary && is_phase(&key.image_type) {
+                suffix += "_ph";
+            }
+            let n = used.entry(suffix.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                suffix += &format!("_{}", char::from(b'a' + (*n as u8 - 2).min(25)));
+            }
+            (suffix, g)
+        })
+        .collect()
+}
+
+fn is_phase(image_type: &[String]) -> bool {
+    image_type.iter().any(|t| t == "P" || t == "PHASE")
+}
+
+/// Order of images at one slice position: the acquisition's volume index, then instance number,
+/// then acquisition time.
+fn volume_order(a: &Frame, b: &Frame) -> Ordering {
+    a.volume_index
+        .cmp(&b.volume_index)
+        .then(a.instance_number.cmp(&b.instance_number))
+        .then(a.acquisition_time.cmp(&b.acquisition_time))
+        .then(a.sop_instance_uid.cmp(&b.sop_instance_uid))
+}
+
+/// One group of frames (same split key) → its output volumes (the main one, and the `_ADC`
+/// sibling with every volume when derived trace volumes were removed from a diffusion series).
+pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, AssembleError> {
+    frames.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+    frames.dedup_by(|a, b| {
+        !a.sop_instance_uid.is_empty() && a.sop_instance_uid == b.sop_instance_uid
+    });
+    let o = Orientation::from_iop(&frames[0].orientation);
+    let depth = |f: &Frame| dot(f.position, o.normal);
+    frames.sort_by(|a, b| depth(a).total_cmp(&depth(b)));
+    // Cluster into slice positions.
+    let mut slices: Vec<Vec<&Frame>> = Vec::new();
+    for f in &frames {
+        match slices.last_mut() {
+            Some(s) if (depth(f) - depth(s[0])).abs() < SAME_POSITION_MM => s.push(f),
+            _ => slices.push(vec![f]),
+        }
+    }
+    let per_slice = slices[0].len();
+    if slices.iter().any(|s| s.len() != per_slice) {
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for s in &slices {
+            *counts.entry(s.len()).or_default() += 1;
+        }
+        let detail = counts
+            .iter()
+            .map(|(n, k)| format!("{k} positions with {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(AssembleError::UnequalCounts {
+            count: slices.len(),
+            detail,
+        });
+    }
+    for s in &mut slices {
+        s.sort_by(|a, b| volume_order(a, b));
+    }
+    let depths: Vec<f64> = slices.iter().map(|s| depth(s[0])).collect();
+    let step = slice_step(
+        &depths,
+        frames[0].series.as_ref(),
+        frames[0].slice_thickness,
+    )?;
+    let first = &slices[0][0];
+    let (nx, ny, nz, nt) = (
+        first.columns as usize,
+        first.rows as usize,
+        slices.len(),
+        per_slice,
+    );
+    let affine = geometry::affine(&o, first.pixel_spacing, step, first.position, ny);
+    let per_volume: Vec<Option<Diffusion>> =
+        (0..nt).map(|t| slices[0][t].diffusion.clone()).collect();
+    let derived: Vec<bool> = per_volume
+        .iter()
+        .map(|d| d.as_ref().is_some_and(|d| d.derived_isotropic))
+        .collect();
+    let some_derived = derived.iter().any(|&d| d) && !derived.iter().all(|&d| d);
+    let make = |keep: &[usize],
+                suffix: String,
+                with_gradients: bool|
+     -> Result<Assembled, AssembleError> {
+        let mut ordered = Vec::with_capacity(nz * keep.len());
+        for &t in keep {
+            for s in &slices {
+                ordered.push(s[t]);
+            }
+        }
+        let shape = if keep.len() > 1 {
+            vec![nx, ny, nz, keep.len()]
+        } else {
+            vec![nx, ny, nz]
+        };
+        let (data, scaling) = stack::stack(&Layout {
+            frames: ordered,
+            shape,
+        })?;
+        let mut meta = (*first.series).clone();
+        meta.intensity_scaling = scaling;
+        let gradients = if with_gradients {
+            let kept: Vec<Option<Diffusion>> =
+                keep.iter().map(|&t| per_volume[t].clone()).collect();
+            gradients::table(&kept, &o, step, &affine)
+        } else {
+            None
+        };
+        let mut volume = Volume {
+            data,
+            affine,
+            meta,
+            gradients,
+        };
+        let phase_axis = volume
+            .meta
+            .extra
+            .get("InPlanePhaseEncodingDirectionDICOM")
+            .and_then(Value::as_str)
+            .map(|d| if d == "ROW" { 0 } else { 1 });
+        let mut axis = phase_axis;
+        if keep.len() == 1 && nz > 1 && meta::is_3d(&volume.meta) {
+            axis = reorient_3d(&mut volume, axis);
+        }
+        if let Some(a) = axis {
+            volume.meta.extra.insert(
+                "PhaseEncodingAxis".into(),
+                Value::String(["i", "j", "k"][a].into()),
+            );
+        }
+        Ok(Assembled {
+            volume,
+            suffix,
+            derived: false,
+        })
+    };
+    let all: Vec<usize> = (0..nt).collect();
+    if !some_derived {
+        return Ok(vec![make(&all, suffix.to_string(), true)?]);
+    }
+    let kept: Vec<usize> = (0..nt).filter(|&t| !derived[t]).collect();
+    let main = make(&kept, suffix.to_string(), true)?;
+    let mut full = make(&all, format!("{suffix}_ADC"), false)?;
+    full.derived = true;
+    Ok(vec![main, full])
+}
+
+/// Signed distance between consecutive slices, checking the gaps are even.
+fn slice_step(
+    depths: &[f64],
+    series: &crate::volume::VolumeMeta,
+    thickness: Option<f64>,
+) -> Result<f64, AssembleError> {
+    if depths.len() < 2 {
+        let between = series
+            .extra
+            .get("SpacingBetweenSlices")
+            .and_then(Value::as_f64);
+        return Ok(between.or(thickness).filter(|v| *v > 0.0).unwrap_or(1.0));
+    }
+    let n = depths.len();
+    let expected = (depths[n - 1] - depths[0]) / (n - 1) as f64;
+    for k in 0..n - 1 {
+        let gap = depths[k + 1] - depths[k];
+        if (gap - expected).abs() > SPACING_TOLERANCE * expected.abs() {
+            return Err(AssembleError::NonUniformSpacing {
+                at: k,
+                next: k + 1,
+                gap,
+                expected,
+            });
+        }
+    }
+    Ok(expected)
+}
+
+/// Applies dcm2niix's 3D reorientation to `volume`; returns where the phase axis went.
+fn reorient_3d(volume: &mut Volume, phase_axis: Option<usize>) -> Option<usize> {
+    let Some(r) = geometry::canonical_reorientation(&volume.affine) else {
+        return phase_axis;
+    };
+    let shape = volume.data.shape();
+    if shape.len() != 3 {
+        return phase_axis;
+    }
+    let dims = [shape[0], shape[1], shape[2]];
+    volume.affine = geometry::reoriented_affine(&volume.affine, &r, dims);
+    volume.data = permute(&volume.data, &r);
+    phase_axis.and_then(|old| r.perm.iter().position(|&p| p == old))
+}
+
+fn permute(data: &VoxelData, r: &geometry::Reorientation) -> VoxelData {
+    fn one<T: Clone>(a: &ndarray::ArrayD<T>, r: &geometry::Reorientation) -> ndarray::ArrayD<T> {
+        let mut v = a.view().permuted_axes(r.perm.to_vec());
+        for (axis, &f) in r.flip.iter().enumerate() {
+            if f {
+                v.invert_axis(ndarray::Axis(axis));
+            }
+        }
+        // Fortran order keeps i fastest in memory, as the writer expects.
+        let mut out = ndarray::ArrayD::from_shape_vec(
+            ndarray::ShapeBuilder::f(ndarray::IxDyn(v.shape())),
+            v.t().iter().cloned().collect(),
+        )
+        .unwrap_or_else(|_| v.to_owned());
+        if out.shape() != v.shape() {
+            out = v.to_owned();
+        }
+        out
+    }
+    match data {
+        VoxelData::U8(a) => VoxelData::U8(one(a, r)),
+        VoxelData::I16(a) => VoxelData::I16(one(a, r)),
+        VoxelData::U16(a) => VoxelData::U16(one(a, r)),
+        VoxelData::I32(a) => VoxelData::I32(one(a, r)),
+        VoxelData::U32(a) => VoxelData::U32(one(a, r)),
+        VoxelData::F32(a) => VoxelData::F32(one(a, r)),
+        VoxelData::F64(a) => VoxelData::F64(one(a, r)),
+    }
+}

@@ -1,0 +1,50 @@
+//! Gradient table in the image frame with dcm2niix's (and FSL's) sign conventions.
+//!
+//! A patient-frame (LPS) direction g becomes (row·g, −col·g, slice·g): the minus because rows
+//! are stored bottom-up, `slice` being the direction in which k increases. FSL's bvecs are
+//! defined for a radiological (negative-determinant) voxel order, so when the affine's
+//! determinant is positive the first component is negated too.
+
+use nalgebra::Matrix4;
+
+use super::frame::Diffusion;
+use super::geometry::{Orientation, dot};
+use crate::volume::GradientTable;
+
+/// The table for volumes with diffusion `per_volume`, or None when no volume is diffusion
+/// weighted (b > 0).
+pub fn table(
+    per_volume: &[Option<Diffusion>],
+    o: &Orientation,
+    slice_step: f64,
+    affine: &Matrix4<f64>,
+) -> Option<GradientTable> {
+    if !per_volume
+        .iter()
+        .any(|d| d.as_ref().is_some_and(|d| d.bval > 0.0))
+    {
+        return None;
+    }
+    let flip_x = affine.fixed_view::<3, 3>(0, 0).determinant() > 0.0;
+    let slice_sign = if slice_step < 0.0 { -1.0 } else { 1.0 };
+    let mut bvals = Vec::with_capacity(per_volume.len());
+    let mut bvecs = Vec::with_capacity(per_volume.len());
+    for d in per_volume {
+        let bval = d.as_ref().map_or(0.0, |d| d.bval);
+        let vec = match d.as_ref().and_then(|d| d.bvec_patient) {
+            Some(g) if bval > 0.0 => {
+                let x = dot(o.row, g);
+                let y = -dot(o.col, g);
+                let z = slice_sign * dot(o.normal, g);
+                // dcm2niix writes unit vectors even when the scanner's are not quite unit.
+                let norm = (x * x + y * y + z * z).sqrt();
+                let v = [if flip_x { -x } else { x }, y, z];
+                if norm > 0.0 { v.map(|c| c / norm) } else { v }
+            }
+            _ => [0.0; 3],
+        };
+        bvals.push(bval);
+        bvecs.push(vec);
+    }
+    Some(GradientTable { bvals, bvecs })
+}
