@@ -1,1 +1,4 @@
 //! Resampling, registration, DTI and model-input recipes.
+
+pub mod register;
+pub mod template;
