@@ -201,6 +201,12 @@ fn optimise_level(
             break;
         }
     }
+    tracing::debug!(
+        level,
+        evaluations = history.len(),
+        mi = best_eval.value,
+        "linear level done"
+    );
     Ok(best)
 }
 

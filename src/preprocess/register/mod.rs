@@ -137,12 +137,24 @@ impl Registration {
     }
 }
 
-/// Registers `moving` to `fixed`.
+/// Registers `moving` to `fixed`, starting from the centres of mass.
 pub fn register(
     fixed: &Image,
     moving: &Image,
     kind: TransformKind,
     params: &RegistrationParams,
+) -> Result<Registration, RegisterError> {
+    register_from(fixed, moving, kind, params, None)
+}
+
+/// Registers `moving` to `fixed`, starting from `init` (fixed→moving) when given, else from
+/// the centres of mass.
+pub fn register_from(
+    fixed: &Image,
+    moving: &Image,
+    kind: TransformKind,
+    params: &RegistrationParams,
+    init: Option<AffineTransform>,
 ) -> Result<Registration, RegisterError> {
     let (fixed, moving) = match params.winsorise {
         Some((lo, hi)) => {
@@ -154,7 +166,8 @@ pub fn register(
         }
         None => (fixed.clone(), moving.clone()),
     };
-    let init = centre_of_mass_init(&fixed, &moving);
+    let init = init.unwrap_or_else(|| centre_of_mass_init(&fixed, &moving));
+    let t0 = std::time::Instant::now();
     let rigid = register_linear(&fixed, &moving, LinearKind::Rigid, &init, &params.linear)?;
     if kind == TransformKind::Rigid {
         return Ok(Registration {
@@ -162,7 +175,9 @@ pub fn register(
             syn: None,
         });
     }
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "rigid stage done");
     let affine = register_linear(&fixed, &moving, LinearKind::Affine, &rigid, &params.linear)?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "affine stage done");
     let syn = match kind {
         TransformKind::Syn => Some(register_syn(&fixed, &moving, &affine, &params.syn)?),
         _ => None,

@@ -94,6 +94,7 @@ pub fn register_syn(
             Some(p) => p.resampled(&grid)?,
             None => DisplacementField::zeros(grid.clone()),
         };
+        let t0 = std::time::Instant::now();
         if iterations > 0 {
             let fixed_s = smooth_image(fixed, sigma);
             let moving_s = smooth_image(moving, sigma);
@@ -110,6 +111,11 @@ pub fn register_syn(
                 }
             }
         }
+        tracing::debug!(
+            level,
+            seconds = t0.elapsed().as_secs_f64(),
+            "SyN level done"
+        );
         phi_f = Some(f);
         phi_m = Some(m);
     }
@@ -125,11 +131,13 @@ pub fn register_syn(
         None => DisplacementField::zeros(full.clone()),
     };
     let tolerance = 0.01 * full.spacing().iter().cloned().fold(f64::MAX, f64::min) as f32;
+    let t0 = std::time::Instant::now();
     let phi_f_inv = phi_f.inverse(params.inverse_iterations, tolerance, None)?;
     let forward = phi_f_inv.then(&phi_m)?;
     drop(phi_f_inv);
     let phi_m_inv = phi_m.inverse(params.inverse_iterations, tolerance, None)?;
     let inverse = phi_m_inv.then(&phi_f)?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "SyN fields inverted");
     Ok(SynResult { forward, inverse })
 }
 

@@ -136,7 +136,7 @@ struct AffineFile {
 }
 
 /// A dense displacement field on a grid: the point x maps to x + u(x), u in RAS+ mm, linearly
-/// interpolated between voxels and zero outside the grid (ITK's rule).
+/// interpolated between voxels and continued from the border outside the grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DisplacementField {
     /// Where the vectors are.
@@ -156,10 +156,19 @@ impl DisplacementField {
         }
     }
 
-    /// The displacement at world point `p` (zero outside the grid).
+    /// The displacement at world point `p`. Outside the grid the border vector is continued
+    /// (nearest-neighbour extrapolation, as ITK composes fields): a zero there would make a
+    /// jump, and a composed or inverted field would fold along the grid's edge.
     #[inline]
     pub fn displacement_at(&self, to_index: &Affine3x4, p: [f32; 3]) -> [f32; 3] {
-        match trilinear_weights(&self.grid.dims, to_index.apply(p)) {
+        let q = to_index.apply(p);
+        let d = &self.grid.dims;
+        let q = [
+            q[0].clamp(0.0, (d[0] - 1) as f32),
+            q[1].clamp(0.0, (d[1] - 1) as f32),
+            q[2].clamp(0.0, (d[2] - 1) as f32),
+        ];
+        match trilinear_weights(&self.grid.dims, q) {
             Some((idx, w)) => {
                 let mut out = [0f32; 3];
                 for (c, plane) in self.u.iter().enumerate() {
