@@ -3,8 +3,9 @@
 # (antsRegistrationSyN.sh -t s: MI 32 bins 25 % regular, Rigid[0.1], Affine[0.1],
 # 1000x500x250x100, SyN[0.1,3,0], CC radius 4, 100x70x50x20, shrink 8x4x2x1, smoothing
 # 3x2x1x0 vox, winsorise [0.005,0.995]) on the same pairs, same thread count, in one run.
-# Prints per pair the median seconds of each tool, the time ratio, and NCC / tissue Dice scored
-# by one script (bench/eval_register.py).
+# Prints per pair the median wall-clock and CPU (user + system, all threads) seconds of each
+# tool and their ratios, and NCC / tissue Dice scored by one script (bench/eval_register.py).
+# On a shared machine the CPU-time ratio is the fair one: wall time depends on the other load.
 # Usage: bash bench/register.sh [RUNS]   (env THREADS, default: all cores)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,16 +36,18 @@ for pair in synthetic siemens-xa30-t1; do
     moving="$work/$pair.nii.gz"
     : > "$work/ours.t"; : > "$work/ants.t"
     for _ in $(seq "$runs"); do
-        start=$(date +%s.%N)
-        "$bin" register --fixed "$work/fixed.nii.gz" --moving "$moving" --transform syn --out "$work/ours"
-        echo "$(date +%s.%N) - $start" | bc >> "$work/ours.t"
+        /usr/bin/time -f "%e %U %S" -o "$work/time.txt" \
+            "$bin" register --fixed "$work/fixed.nii.gz" --moving "$moving" --transform syn --out "$work/ours"
+        awk '{print $1, $2 + $3}' "$work/time.txt" >> "$work/ours.t"
         mkdir -p "$work/ants"
         "$py" "$root/bench/ants_register.py" "$work/fixed.nii.gz" "$moving" "$work/ants" >> "$work/ants.t"
     done
-    ours=$(median < "$work/ours.t"); ants=$(median < "$work/ants.t")
+    col() { awk -v c="$1" '{print $c}' "$2" | median; }
+    ours=$(col 1 "$work/ours.t"); ants=$(col 1 "$work/ants.t")
+    ours_cpu=$(col 2 "$work/ours.t"); ants_cpu=$(col 2 "$work/ants.t")
     read -r n1 w1 g1 b1 <<< "$("$py" "$root/bench/eval_register.py" "$work" "$work/ours/warped.nii.gz")"
     read -r n2 w2 g2 b2 <<< "$("$py" "$root/bench/eval_register.py" "$work" "$work/ants/warped.nii.gz")"
-    ratio=$(echo "scale=3; $ours / $ants" | bc)
-    echo "$pair: brainaged ${ours}s, ANTsPy ${ants}s, ratio ${ratio}x"
+    echo "$pair: wall brainaged ${ours}s, ANTsPy ${ants}s, ratio $(echo "scale=3; $ours / $ants" | bc)x;" \
+        "CPU brainaged ${ours_cpu}s, ANTsPy ${ants_cpu}s, ratio $(echo "scale=3; $ours_cpu / $ants_cpu" | bc)x"
     echo "  NCC brainaged $n1 ANTs $n2 | WM Dice $w1 vs $w2 | GM Dice $g1 vs $g2 | brain Dice $b1 vs $b2"
 done
