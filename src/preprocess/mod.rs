@@ -2,8 +2,9 @@
 //!
 //! Everything here works on [`image::Image3`] (one flat float buffer, i fastest, plus its affine)
 //! and reproduces the reference tools a model's training inputs came from: MONAI 1.4 transforms
-//! ([`monai`]), MRtrix 3.0.3 tensor fitting ([`dti`]), then assembles the tensors a model package
-//! names ([`recipe`]).
+//! ([`monai`]), MRtrix 3.0.3 tensor fitting ([`dti`]), ANTs-style registration ([`register`]) to
+//! the ICBM152 template ([`template`]), then assembles the tensors a model package names
+//! ([`recipe`]).
 
 pub mod dti;
 pub mod dwi_reader;
@@ -14,5 +15,7 @@ pub mod monai;
 pub mod npy;
 pub mod qa;
 pub mod recipe;
+pub mod register;
 pub mod resample;
+pub mod template;
 pub mod torch_grid;
