@@ -1,8 +1,9 @@
 //! FA and MD from `brainaged dti` against MRtrix 3.0.3 (`dwi2tensor` defaults, `tensor2metric
 //! -fa -adc`) on every diffusion series of ../shared/dicom, converted inside the test by
 //! `brainaged convert` (the pip `dcm2niix` for series it cannot convert yet). Both tools get the
-//! same mask (MRtrix `dwi2mask`). Inside it: median |ΔFA| ≤ 0.005 and median relative |ΔMD| ≤ 1%. Series whose diffusion-weighted volumes equal their b=0
-//! (no diffusion contrast, FA undefined) must give MD ≈ 0 from both tools instead.
+//! same mask (MRtrix `dwi2mask`). Inside it: median |ΔFA| ≤ 0.005 and median relative
+//! |ΔMD| ≤ 1%. Series whose diffusion-weighted volumes equal their b=0 (no diffusion contrast,
+//! FA undefined) must give MD ≈ 0 from both tools instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
