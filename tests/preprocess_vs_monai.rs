@@ -2,7 +2,9 @@
 //! Orientation/CenterSpatialCrop/Spacing/ResizeWithPadOrCrop/NormalizeIntensity on NIfTI inputs
 //! the reference script generates (several shapes, spacings and orientations: RAS, LAS, PIR,
 //! oblique, flipped, sheared, a near-identity spacing), and `brainaged prepare` must produce the
-//! same tensors within 1e-4 (max abs) and the same shapes.
+//! same tensors within 1e-4 (max abs) and the same shapes. Real T1 series of ../shared/dicom
+//! (converted by `brainaged convert`, or the pip `dcm2niix` where it cannot convert yet) go
+//! through the generic `resample` recipe and BRAID's T1 chain as well.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,13 +27,73 @@ fn venv_python() -> PathBuf {
     python
 }
 
+fn shared_dicom() -> PathBuf {
+    let shared = std::env::var_os("BRAINAGED_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("dicom")
+}
+
+/// The largest NIfTI in `dir` (the series itself, not a derived map).
+fn largest_nifti(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+}
+
+/// A T1 series of ../shared/dicom as NIfTI: `brainaged convert`, or dcm2niix where our converter
+/// does not handle the encoding yet.
+fn convert_t1(series: &str, work: &Path) -> PathBuf {
+    let folder = shared_dicom().join(series);
+    assert!(
+        folder.is_dir(),
+        "{} missing (set BRAINAGED_SHARED)",
+        folder.display()
+    );
+    let ours = work.join(format!("{series}-brainaged"));
+    let status = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(&folder)
+        .arg(&ours)
+        .output()
+        .unwrap();
+    if status.status.success()
+        && let Some(nii) = largest_nifti(&ours)
+    {
+        return nii;
+    }
+    let reference = work.join(format!("{series}-dcm2niix"));
+    std::fs::create_dir_all(&reference).unwrap();
+    let out = Command::new("dcm2niix")
+        .args(["-z", "y", "-f", "%s_%d", "-o"])
+        .arg(&reference)
+        .arg(&folder)
+        .output()
+        .expect("dcm2niix (pip install dcm2niix)");
+    assert!(out.status.success(), "dcm2niix failed on {series}");
+    largest_nifti(&reference).unwrap_or_else(|| panic!("no NIfTI from {series}"))
+}
+
 #[test]
 fn recipes_match_monai() {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/monai_reference.py");
+    let real: Vec<String> = ["ge-t1-mprage", "siemens-xa30-t1"]
+        .iter()
+        .map(|s| {
+            format!(
+                "real_{}={}",
+                s.replace('-', "_"),
+                convert_t1(s, dir.path()).display()
+            )
+        })
+        .collect();
     let out = Command::new(venv_python())
         .arg(&script)
         .arg(dir.path())
+        .args(&real)
         .output()
         .expect("running the MONAI reference script");
     assert!(

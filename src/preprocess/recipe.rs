@@ -336,7 +336,17 @@ pub fn run(
                 what: "a T1 (--t1)",
             })?;
             if inputs.in_template_space {
-                return braid_t1_input(t1);
+                // A mask given with a template-space T1 skull-strips it there.
+                let Some(mask_img) = &inputs.mask else {
+                    return braid_t1_input(t1);
+                };
+                let grid = Grid {
+                    dims: t1.dims,
+                    affine: t1.affine,
+                };
+                let mut brain = t1.clone();
+                Mask::onto_grid(mask_img, &grid)?.apply(&mut brain);
+                return braid_t1_input(&brain);
             }
             let reg = registration.ok_or(RecipeError::NeedsRegistration(name))?;
             let mask_img = match &inputs.mask {

@@ -5,7 +5,11 @@ permuted, oblique and sheared grids) into OUT/<case>/ and the tensors MONAI's tr
 them into OUT/<case>/expected.npy, and prints a JSON list of the cases with the `brainaged prepare`
 arguments that name the same recipe.
 
-usage: monai_reference.py OUT
+Further arguments NAME=PATH add real images (converted from ../shared/dicom by the test): each
+goes through the generic `resample` recipe (1 mm, 160 x 192 x 160, NormalizeIntensity) and,
+placed on the 1 mm MNI grid, through BRAID's T1 chain.
+
+usage: monai_reference.py OUT [NAME=PATH ...]
 """
 import json
 import math
@@ -165,5 +169,30 @@ resample_case("resample_unchanged", (150, 170, 140), near, (1.0, 1.0, 1.0), (160
 lps = np.diag([-0.8, -0.8, 0.8, 1.0])
 lps[:3, 3] = [70, 90, -60]
 resample_case("resample_lps_down", (181, 217, 151), lps, (1.7, 1.3, 2.0), None, False)
+
+def real_cases(name, path):
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    img = resample_chain(path, (1.0, 1.0, 1.0), (160, 192, 160), True)
+    args = ["--recipe", "resample", "--input", path, "--spacing", "1", "--shape", "160,192,160", "--normalize"]
+    case(name, [path], args, img.numpy())
+    # BRAID's T1 chain sees images on the template grid, so put the real head on the 1 mm MNI
+    # grid first (linear, zeros outside), as a registration would, and keep only voxels above
+    # the median as a crude skull strip with a zero background.
+    d2 = os.path.join(OUT, name + "_braid_t1")
+    os.makedirs(d2, exist_ok=True)
+    from nibabel.processing import resample_from_to
+    on_grid = resample_from_to(nib.load(path), ((193, 229, 193), mni), order=1, mode="constant", cval=0.0)
+    data = on_grid.get_fdata()
+    data = np.where(data > np.median(data[data > 0]), data, 0.0)
+    t1 = os.path.join(d2, "t1_mni.nii.gz")
+    save(t1, data.astype(np.float32), mni)
+    img = NormalizeIntensity(nonzero=True)(braid_chain(t1))
+    case(name + "_braid_t1", [t1], ["--recipe", "braid-t1-affine", "--t1", t1, "--in-template-space"], img.numpy())
+
+
+for extra in sys.argv[2:]:
+    name, path = extra.split("=", 1)
+    real_cases(name, path)
 
 print(json.dumps(cases))
