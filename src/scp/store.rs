@@ -116,6 +116,7 @@ fn receive(
             format!("unknown transfer syntax {ts_uid}"),
         )
     })?;
+    let t0 = std::time::Instant::now();
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -125,6 +126,7 @@ fn receive(
     let mut rec = InstanceRecord::default();
     spool::record::describe(&obj, &mut rec);
     check_matches(req, &rec, &obj)?;
+    tracing::trace!(parse_us = t0.elapsed().as_micros() as u64, "parsed");
     let stored = spool
         .store(&Incoming {
             study_instance_uid: &rec.study_instance_uid,
