@@ -319,13 +319,13 @@ impl<I: InstanceIndex> Association<'_, I> {
                         }
                     }
                     data.extend_from_slice(pdv.data);
-                    if pdv.is_last {
-                        if let Some((ctx, req)) = awaiting.take() {
-                            data = self
-                                .answer_with_dataset(wr, ctx, &req, std::mem::take(&mut data))
-                                .await?;
-                            data.clear();
-                        }
+                    if pdv.is_last
+                        && let Some((ctx, req)) = awaiting.take()
+                    {
+                        data = self
+                            .answer_with_dataset(wr, ctx, &req, std::mem::take(&mut data))
+                            .await?;
+                        data.clear();
                     }
                 }
             }
