@@ -228,15 +228,17 @@ impl<I: InstanceIndex> Association<'_, I> {
         loop {
             let between_messages = command.is_empty() && awaiting.is_none();
             let next = if between_messages {
-                // Shutdown is honoured only here, so a message in flight always completes.
+                // Shutdown is honoured only here, so a message in flight always completes. The
+                // reader is polled first: a message whose bytes have already arrived is in
+                // flight too, and is served before the association is closed.
                 tokio::select! {
                     biased;
+                    r = timeout(idle, reader.next()) => r,
                     _ = shutdown.requested() => {
                         info!("aborting idle association for shutdown");
                         abort(wr, AbortRQServiceProviderReason::ReasonNotSpecified).await;
                         return Ok(());
                     }
-                    r = timeout(idle, reader.next()) => r,
                 }
             } else {
                 timeout(idle, reader.next()).await
