@@ -2,14 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{info, warn};
 
 use brainaged::config::Config;
+use brainaged::convert::ConvertOptions;
 use brainaged::db::Db;
 use brainaged::db::embedded::EmbeddedCluster;
 use brainaged::spool::Spool;
+use brainaged::tracker::worker::{self, WorkerContext};
 use brainaged::{scp, shutdown, telemetry, tracker};
 
 #[derive(clap::Args)]
@@ -80,6 +83,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let listener = tokio::spawn(server.run(shutdown.clone()));
+    let worker_ctx = WorkerContext {
+        spool_root: config.spool.dir.clone(),
+        output_dir: config.output_dir(),
+        options: ConvertOptions::default(),
+        poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
+    };
+    let workers: Vec<_> = (0..config.pipeline.workers.max(1))
+        .map(|_| {
+            tokio::spawn(worker::run(
+                db.clone(),
+                worker_ctx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!("brainaged running");
 
@@ -91,6 +109,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "DICOM listener ended with an error"),
         Err(e) => warn!(error = %e, "DICOM listener task ended abnormally"),
+    }
+    for w in workers {
+        if let Err(e) = w.await {
+            warn!(error = %e, "job worker ended abnormally");
+        }
     }
     if let Err(e) = tracker.await {
         warn!(error = %e, "tracker task ended abnormally");

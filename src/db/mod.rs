@@ -3,6 +3,7 @@
 //! Queries are checked at compile time against the migrations (`sqlx::query!`); the query data
 //! lives in `.sqlx/` so that the crate builds without a database (`SQLX_OFFLINE=true`).
 
+pub mod conversions;
 pub mod embedded;
 pub mod instances;
 pub mod jobs;

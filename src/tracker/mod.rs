@@ -34,3 +34,4 @@ pub async fn run(db: Db, config: TrackerConfig, mut shutdown: Shutdown) {
         }
     }
 }
+pub mod worker;
