@@ -283,3 +283,78 @@ async fn twelve_bit_jpeg_proposed_alone_is_refused() {
     );
     scp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_c_store_in_flight_finish() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let cmd = scu::store_command(&inst.sop_class, &inst.sop_instance, 7);
+    scu.send_command(&cmd, 1).await;
+    let half = inst.dataset.len() / 2;
+    scu.send_data(&inst.dataset[..half], 4_000, false).await;
+    scp.request_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New associations are no longer accepted...
+    let (ok, _) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(
+        !ok,
+        "a new association was accepted after shutdown was requested"
+    );
+    // ...but the message in flight completes and is acknowledged only once stored.
+    assert!(
+        !scp.stopped(),
+        "the listener stopped with a C-STORE in flight"
+    );
+    scu.send_data(&inst.dataset[half..], 4_000, true).await;
+    let rsp = scu.response().await;
+    assert_eq!((rsp.responding_to, rsp.status), (7, 0x0000), "{rsp:?}");
+    assert_eq!(scp.instance_count().await, 1);
+    // Between messages the association is then closed and the listener returns.
+    for _ in 0..50 {
+        if scp.stopped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        scp.stopped(),
+        "the listener did not stop after the last message"
+    );
+    drop(scu);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_beyond_the_limit_are_refused_for_now() {
+    let mut cfg = test_config();
+    cfg.max_associations = 1;
+    let scp = TestScp::start_with(cfg).await;
+    let first = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("Rejected Transient"), "{log}");
+    assert!(log.contains("Local Limit Exceeded"), "{log}");
+    first.assoc.release().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(ok, "{log}");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed_by_the_artim_timer() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = test_config();
+    cfg.artim_timeout_secs = 1;
+    let scp = TestScp::start_with(cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(scp.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the SCP kept a silent connection open past its ARTIM timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    scp.stop().await;
+}

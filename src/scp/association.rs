@@ -228,15 +228,17 @@ impl<I: InstanceIndex> Association<'_, I> {
         loop {
             let between_messages = command.is_empty() && awaiting.is_none();
             let next = if between_messages {
-                // Shutdown is honoured only here, so a message in flight always completes.
+                // Shutdown is honoured only here, so a message in flight always completes. The
+                // reader is polled first: a message whose bytes have already arrived is in
+                // flight too, and is served before the association is closed.
                 tokio::select! {
                     biased;
+                    r = timeout(idle, reader.next()) => r,
                     _ = shutdown.requested() => {
                         info!("aborting idle association for shutdown");
                         abort(wr, AbortRQServiceProviderReason::ReasonNotSpecified).await;
                         return Ok(());
                     }
-                    r = timeout(idle, reader.next()) => r,
                 }
             } else {
                 timeout(idle, reader.next()).await
@@ -319,13 +321,13 @@ impl<I: InstanceIndex> Association<'_, I> {
                         }
                     }
                     data.extend_from_slice(pdv.data);
-                    if pdv.is_last {
-                        if let Some((ctx, req)) = awaiting.take() {
-                            data = self
-                                .answer_with_dataset(wr, ctx, &req, std::mem::take(&mut data))
-                                .await?;
-                            data.clear();
-                        }
+                    if pdv.is_last
+                        && let Some((ctx, req)) = awaiting.take()
+                    {
+                        data = self
+                            .answer_with_dataset(wr, ctx, &req, std::mem::take(&mut data))
+                            .await?;
+                        data.clear();
                     }
                 }
             }

@@ -2,7 +2,11 @@
 //!
 //! Success is answered only when the instance is both in the spool (fsynced) and committed to
 //! the index. Every other outcome is a failure status the sender can act on, and the
-//! association carries on with the next message.
+//! association carries on with the next message: C000 for a dataset that cannot be parsed,
+//! A900 when it is not the instance the command announced or lacks its UIDs, A700 when the
+//! spool or the database fails. With the database unreachable the file may already be in the
+//! spool without a row: the sender retries on A700 (the retry replaces the file), and
+//! `brainaged reindex` indexes any such file.
 
 use chrono::Utc;
 use dicom_dictionary_std::tags;
@@ -116,6 +120,7 @@ fn receive(
             format!("unknown transfer syntax {ts_uid}"),
         )
     })?;
+    let t0 = std::time::Instant::now();
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -125,6 +130,7 @@ fn receive(
     let mut rec = InstanceRecord::default();
     spool::record::describe(&obj, &mut rec);
     check_matches(req, &rec, &obj)?;
+    tracing::trace!(parse_us = t0.elapsed().as_micros() as u64, "parsed");
     let stored = spool
         .store(&Incoming {
             study_instance_uid: &rec.study_instance_uid,

@@ -140,6 +140,16 @@ impl TestScp {
             .collect()
     }
 
+    /// Requests shutdown (as SIGTERM does) without waiting for it.
+    pub fn request_stop(&self) {
+        self.trigger.fire();
+    }
+
+    /// True once the listener task has returned.
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops the SCP (as SIGTERM would), then drops the test database.
     pub async fn stop(self) {
         self.trigger.fire();
