@@ -19,6 +19,20 @@ const GRADIENT: [Tag; 3] = [
     Tag(0x0019, 0x10BD),
 ];
 
+/// GE's complex-image part (0043,102F): 0 magnitude, 1 phase, 2 real, 3 imaginary.
+const COMPLEX_PART: Tag = Tag(0x0043, 0x102F);
+
+/// The ImageType value that marks a GE phase, real or imaginary image (None for magnitude), so
+/// that such images split into their own volume as dcm2niix splits them.
+pub fn complex_part(obj: &Object) -> Option<&'static str> {
+    match attrs::int(obj, COMPLEX_PART)? {
+        1 => Some("P"),
+        2 => Some("REAL"),
+        3 => Some("IMAGINARY"),
+        _ => None,
+    }
+}
+
 /// Diffusion of a GE image, or None when it carries no GE diffusion attributes.
 pub fn diffusion(obj: &Object, orientation: &[f64; 6]) -> Option<Diffusion> {
     let raw_b = attrs::float(obj, B_VALUE_AND_MORE)?;

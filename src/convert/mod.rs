@@ -21,6 +21,7 @@ pub mod output;
 pub mod philips;
 pub mod pixels;
 pub mod read;
+pub mod siemens;
 pub mod stack;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ pub struct ConvertOptions {
 struct SeriesInput {
     frames: Vec<Frame>,
     problems: Vec<String>,
+    pixels: pixels::PixelCache,
 }
 
 /// Reads `paths` (files of any kind; non-images are skipped) and converts every series found.
@@ -134,10 +136,17 @@ fn group_files(
 ) -> (BTreeMap<String, SeriesInput>, Vec<ReadError>) {
     let mut series: BTreeMap<String, SeriesInput> = BTreeMap::new();
     let mut unreadable = Vec::new();
-    for (_, outcome) in outcomes {
+    for (path, outcome) in outcomes {
         match outcome {
             FileOutcome::Skipped => {}
-            FileOutcome::Frames(frames) => {
+            FileOutcome::Frames { frames, pixels } => {
+                if let (Some(bytes), Some(f)) = (pixels, frames.first()) {
+                    series
+                        .entry(f.series_instance_uid.clone())
+                        .or_default()
+                        .pixels
+                        .insert(path.clone(), bytes);
+                }
                 for f in frames {
                     series
                         .entry(f.series_instance_uid.clone())
@@ -184,10 +193,14 @@ fn convert_series(
     let mut problems = summarise(input.problems);
     let mut volumes = Vec::new();
     let groups = assemble::split(input.frames);
+    let input = SeriesInput {
+        pixels: input.pixels,
+        ..Default::default()
+    };
     let many = groups.len() > 1;
     for (suffix, frames) in groups {
         let n = frames.len();
-        match assemble::assemble(frames, &suffix) {
+        match assemble::assemble(frames, &suffix, &input.pixels) {
             Ok(parts) => {
                 for a in parts {
                     let class = classify::classify(&a.volume, &options.rules);
