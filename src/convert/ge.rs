@@ -38,13 +38,9 @@ pub fn diffusion(obj: &Object, orientation: &[f64; 6]) -> Option<Diffusion> {
     let raw_b = attrs::float(obj, B_VALUE_AND_MORE)?;
     // Values above 10^9 carry a flag in the highest digit.
     let bval = if raw_b >= 1e9 { raw_b % 1e9 } else { raw_b };
-    let g: Vec<f64> = GRADIENT
-        .iter()
-        .filter_map(|&t| attrs::float(obj, t))
-        .collect();
-    if g.len() != 3 {
+    let Some(g) = attrs::triple(obj, GRADIENT) else {
         return Some(diffusion_of(bval, None));
-    }
+    };
     let row = [orientation[0], orientation[1], orientation[2]];
     let col = [orientation[3], orientation[4], orientation[5]];
     let normal = cross(row, col);

@@ -96,7 +96,7 @@ pub fn convert_paths(
         }
     });
     let mut out = out.into_inner().unwrap_or_default();
-    out.sort_by(|a, b| series_key(a).cmp(&series_key(b)));
+    out.sort_by_key(series_key);
     out
 }
 
