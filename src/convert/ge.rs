@@ -19,18 +19,28 @@ const GRADIENT: [Tag; 3] = [
     Tag(0x0019, 0x10BD),
 ];
 
+/// GE's complex-image part (0043,102F): 0 magnitude, 1 phase, 2 real, 3 imaginary.
+const COMPLEX_PART: Tag = Tag(0x0043, 0x102F);
+
+/// The ImageType value that marks a GE phase, real or imaginary image (None for magnitude), so
+/// that such images split into their own volume as dcm2niix splits them.
+pub fn complex_part(obj: &Object) -> Option<&'static str> {
+    match attrs::int(obj, COMPLEX_PART)? {
+        1 => Some("P"),
+        2 => Some("REAL"),
+        3 => Some("IMAGINARY"),
+        _ => None,
+    }
+}
+
 /// Diffusion of a GE image, or None when it carries no GE diffusion attributes.
 pub fn diffusion(obj: &Object, orientation: &[f64; 6]) -> Option<Diffusion> {
     let raw_b = attrs::float(obj, B_VALUE_AND_MORE)?;
     // Values above 10^9 carry a flag in the highest digit.
     let bval = if raw_b >= 1e9 { raw_b % 1e9 } else { raw_b };
-    let g: Vec<f64> = GRADIENT
-        .iter()
-        .filter_map(|&t| attrs::float(obj, t))
-        .collect();
-    if g.len() != 3 {
+    let Some(g) = attrs::triple(obj, GRADIENT) else {
         return Some(diffusion_of(bval, None));
-    }
+    };
     let row = [orientation[0], orientation[1], orientation[2]];
     let col = [orientation[3], orientation[4], orientation[5]];
     let normal = cross(row, col);

@@ -31,6 +31,9 @@ pub enum PixelError {
     Colour { path: PathBuf, samples: u16 },
 }
 
+/// Stored pixel bytes of single-frame files already read while scanning, by path.
+pub type PixelCache = HashMap<PathBuf, Vec<u8>>;
+
 /// Where a frame's pixels live: file, frame index and optional mosaic tile.
 fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
     match &frame.pixels {
@@ -46,21 +49,39 @@ fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
 
 /// Decodes `frames` (all of one stack, same size and bit depth) into stored little-endian
 /// bytes, one buffer per frame in the order given, rows top to bottom as in DICOM.
-pub fn decode_frames(frames: &[&Frame]) -> Result<Vec<Vec<u8>>, PixelError> {
+pub fn decode_frames(frames: &[&Frame], cache: &PixelCache) -> Result<Vec<Vec<u8>>, PixelError> {
+    let mut out = vec![Vec::new(); frames.len()];
     let mut by_file: HashMap<&Path, Vec<usize>> = HashMap::new();
     for (i, f) in frames.iter().enumerate() {
-        by_file.entry(location(f).0).or_default().push(i);
+        let (path, index, tile) = location(f);
+        if let (Some(bytes), 0, None) = (cache.get(path), index, tile) {
+            out[i] = cached_frame(path, bytes, f)?;
+            continue;
+        }
+        by_file.entry(path).or_default().push(i);
     }
     let files: Vec<(&Path, Vec<usize>)> = by_file.into_iter().collect();
     let decoded: Vec<Vec<(usize, Vec<u8>)>> = files
         .par_iter()
         .map(|(path, wanted)| decode_file(path, wanted, frames))
         .collect::<Result<_, _>>()?;
-    let mut out = vec![Vec::new(); frames.len()];
     for (i, bytes) in decoded.into_iter().flatten() {
         out[i] = bytes;
     }
     Ok(out)
+}
+
+/// The first frame of bytes read during the scan, checked against the header's size.
+fn cached_frame(path: &Path, bytes: &[u8], f: &Frame) -> Result<Vec<u8>, PixelError> {
+    let want = f.rows as usize * f.columns as usize * usize::from(f.bits_allocated.div_ceil(8));
+    match bytes.get(..want) {
+        Some(b) => Ok(b.to_vec()),
+        None => Err(PixelError::Size {
+            path: path.to_path_buf(),
+            got: bytes.len(),
+            want,
+        }),
+    }
 }
 
 /// Opens one file and cuts out the frames (or tiles) at positions `wanted` of `frames`.

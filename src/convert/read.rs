@@ -30,8 +30,12 @@ pub enum ReadError {
 /// What became of one input file.
 #[derive(Debug)]
 pub enum FileOutcome {
-    /// An image: its frames (several for multi-frame encodings).
-    Frames(Vec<Frame>),
+    /// An image: its frames (several for multi-frame encodings), and for a single-frame
+    /// uncompressed little-endian file its stored pixel bytes, so they are not read twice.
+    Frames {
+        frames: Vec<Frame>,
+        pixels: Option<Vec<u8>>,
+    },
     /// Not something to convert (not DICOM, DICOMDIR, presentation state, other non-image).
     Skipped,
     /// A DICOM image we could not read; `series` is its SeriesInstanceUID when the header said.
@@ -93,9 +97,7 @@ pub fn read_file(path: &Path) -> FileOutcome {
     if !has_dicom_magic(path) {
         return FileOutcome::Skipped;
     }
-    let opened = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path);
+    let opened = OpenFileOptions::new().open_file(path);
     let file = match opened {
         Ok(f) => f,
         Err(e) => {
@@ -121,10 +123,21 @@ pub fn read_file(path: &Path) -> FileOutcome {
     }
     let series = attrs::text(obj, tags::SERIES_INSTANCE_UID);
     match frames_of(path, obj) {
-        Ok(frames) => FileOutcome::Frames(frames),
+        Ok(frames) => {
+            let native = NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax());
+            let pixels = (native && frames.len() == 1)
+                .then(|| obj.get(tags::PIXEL_DATA))
+                .flatten()
+                .and_then(|e| e.to_bytes().ok())
+                .map(|b| b.into_owned());
+            FileOutcome::Frames { frames, pixels }
+        }
         Err(error) => FileOutcome::Failed { series, error },
     }
 }
+
+/// Transfer syntaxes whose PixelData bytes are the stored little-endian samples.
+const NATIVE_LITTLE_ENDIAN: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
 
 /// Dispatches on the encoding: enhanced multi-frame, Siemens mosaic, or classic.
 fn frames_of(path: &Path, obj: &Object) -> Result<Vec<Frame>, ReadError> {
