@@ -97,12 +97,11 @@ pub fn read_file(path: &Path) -> FileOutcome {
     if !has_dicom_magic(path) {
         return FileOutcome::Skipped;
     }
-    let opened = OpenFileOptions::new().open_file(path);
-    let file = match opened {
+    let file = match OpenFileOptions::new().open_file(path) {
         Ok(f) => f,
         Err(e) => {
             return FileOutcome::Failed {
-                series: None,
+                series: series_of_damaged(path),
                 error: ReadError::Parse {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
@@ -134,6 +133,16 @@ pub fn read_file(path: &Path) -> FileOutcome {
         }
         Err(error) => FileOutcome::Failed { series, error },
     }
+}
+
+/// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose
+/// header still reads, so that the failure is reported with its series.
+fn series_of_damaged(path: &Path) -> Option<String> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    attrs::text(&header, tags::SERIES_INSTANCE_UID)
 }
 
 /// Transfer syntaxes whose PixelData bytes are the stored little-endian samples.
