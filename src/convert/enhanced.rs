@@ -522,13 +522,17 @@ mod tests {
             assert_eq!(f.image_type[3], "M");
             assert_eq!(f.echo_time, Some(1.52));
             assert_eq!(f.volume_index, Some(0));
+            assert_eq!(f.echo_number, Some(1));
         }
         for f in field_map {
             // The B0 map is in Hz: dcm2niix keeps display scaling, no private scale.
             assert_eq!(f.private_scale, None);
             assert_eq!(f.rescale, (0.24420024420024, -500.0));
             assert_eq!(f.image_type[3], "FIELD_MAP");
+            assert_eq!(f.image_type.last().map(String::as_str), Some("FIELDMAPHZ"));
             assert_eq!(f.volume_index, Some(1));
+            // Same header echo number, other echo time: dcm2niix's second echo.
+            assert_eq!(f.echo_number, Some(2));
         }
         let mut meta = VolumeMeta::default();
         let obj = dicom_object::open_file(only_file("philips-enhanced")).unwrap();
