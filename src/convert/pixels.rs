@@ -54,8 +54,8 @@ pub fn decode_frames(frames: &[&Frame], cache: &PixelCache) -> Result<Vec<Vec<u8
     let mut by_file: HashMap<&Path, Vec<usize>> = HashMap::new();
     for (i, f) in frames.iter().enumerate() {
         let (path, index, tile) = location(f);
-        if let (Some(bytes), 0, None) = (cache.get(path), index, tile) {
-            out[i] = cached_frame(path, bytes, f)?;
+        if let Some(bytes) = cache.get(path) {
+            out[i] = cached_frame(path, bytes, f, index, tile)?;
             continue;
         }
         by_file.entry(path).or_default().push(i);
@@ -71,16 +71,31 @@ pub fn decode_frames(frames: &[&Frame], cache: &PixelCache) -> Result<Vec<Vec<u8
     Ok(out)
 }
 
-/// The first frame of bytes read during the scan, checked against the header's size.
-fn cached_frame(path: &Path, bytes: &[u8], f: &Frame) -> Result<Vec<u8>, PixelError> {
-    let want = f.rows as usize * f.columns as usize * usize::from(f.bits_allocated.div_ceil(8));
-    match bytes.get(..want) {
-        Some(b) => Ok(b.to_vec()),
-        None => Err(PixelError::Size {
-            path: path.to_path_buf(),
-            got: bytes.len(),
-            want,
-        }),
+/// Frame `index` (or one tile of it) of the native pixel bytes read during the scan, checked
+/// against the header's size. A mosaic frame is `tiles_per_row` tiles wide and high.
+fn cached_frame(
+    path: &Path,
+    bytes: &[u8],
+    f: &Frame,
+    index: u32,
+    tile: Option<(u32, u32)>,
+) -> Result<Vec<u8>, PixelError> {
+    let bytes_per = usize::from(f.bits_allocated.div_ceil(8));
+    let (rows, cols) = (f.rows as usize, f.columns as usize);
+    let grid = tile.map_or(1, |(_, per_row)| per_row.max(1) as usize);
+    let frame_bytes = rows * cols * grid * grid * bytes_per;
+    let start = index as usize * frame_bytes;
+    let size_err = || PixelError::Size {
+        path: path.to_path_buf(),
+        got: bytes.len().saturating_sub(start),
+        want: frame_bytes,
+    };
+    let whole = bytes.get(start..start + frame_bytes).ok_or_else(size_err)?;
+    match tile {
+        None => Ok(whole.to_vec()),
+        Some((tile, per_row)) => {
+            cut_tile(whole, cols * grid, bytes_per, rows, cols, tile, per_row).ok_or_else(size_err)
+        }
     }
 }
 

@@ -124,7 +124,7 @@ pub fn read_file(path: &Path) -> FileOutcome {
     match frames_of(path, obj) {
         Ok(frames) => {
             let native = NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax());
-            let pixels = (native && frames.len() == 1)
+            let pixels = native
                 .then(|| obj.get(tags::PIXEL_DATA))
                 .flatten()
                 .and_then(|e| e.to_bytes().ok())
