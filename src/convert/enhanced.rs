@@ -339,8 +339,8 @@ fn volume_keys(obj: &InMemDicomObject, per_frame: &[InMemDicomObject]) -> Vec<Ve
 }
 
 /// Fills the acquisition fields of `meta` that enhanced files keep in functional groups rather
-/// than at the top level (TR, TE, TI, flip angle, phase encoding, slice times), leaving values
-/// already set alone.
+/// than at the top level (TR, TE, TI, flip angle, slice thickness, phase encoding, slice times),
+/// leaving values already set alone.
 pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
     let per_frame = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
@@ -375,6 +375,9 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
             .float(tags::MR_MODIFIER_SEQUENCE, tags::INVERSION_TIMES)
             .map(ms)
     });
+    meta.slice_thickness = meta
+        .slice_thickness
+        .or_else(|| groups.float(tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS));
     if meta.image_type.is_empty() {
         meta.image_type = upper_texts(obj, tags::IMAGE_TYPE);
     }
