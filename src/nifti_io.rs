@@ -95,12 +95,8 @@ fn header_bytes(volume: &Volume) -> Vec<u8> {
     put_i16(&mut b, 72, bits);
     let mut pixdim = h.pixdim;
     pixdim[4] = volume.meta.repetition_time.unwrap_or(0.0) as f32;
-    for d in 5..8 {
-        pixdim[d] = 0.0;
-    }
-    if shape.len() < 4 {
-        pixdim[4] = pixdim[4].max(0.0);
-    }
+    pixdim[5..].fill(0.0);
+    pixdim[4] = pixdim[4].max(0.0);
     for (d, v) in pixdim.iter().enumerate() {
         put_f32(&mut b, 76 + 4 * d, *v);
     }
@@ -198,16 +194,13 @@ pub fn read_volume_f32(path: &Path) -> Result<Volume, NiftiError> {
     })
 }
 
-/// Reads `path` keeping integer types when the file has no scaling, as a reference reader would.
-pub fn read_volume(path: &Path) -> Result<Volume, NiftiError> {
-    let object = ReaderOptions::new().read_file(path).map_err(io_err(path))?;
-    let header = object.header().clone();
-    let affine: Matrix4<f64> = header.affine();
-    let kind = header.data_type().map_err(io_err(path))?;
-    let scaled = header.scl_slope != 0.0 && (header.scl_slope != 1.0 || header.scl_inter != 0.0);
-    let volume = object.into_volume();
-    let data = match kind {
-        _ if scaled => VoxelData::F32(volume.into_ndarray::<f32>().map_err(io_err(path))?),
+/// The volume's voxels in its stored type (scaling, if any, applied by nifti-rs only for floats).
+fn typed(
+    volume: nifti::InMemNiftiVolume,
+    kind: NiftiType,
+    path: &Path,
+) -> Result<VoxelData, NiftiError> {
+    Ok(match kind {
         NiftiType::Uint8 => VoxelData::U8(volume.into_ndarray::<u8>().map_err(io_err(path))?),
         NiftiType::Int16 => VoxelData::I16(volume.into_ndarray::<i16>().map_err(io_err(path))?),
         NiftiType::Uint16 => VoxelData::U16(volume.into_ndarray::<u16>().map_err(io_err(path))?),
@@ -221,6 +214,21 @@ pub fn read_volume(path: &Path) -> Result<Volume, NiftiError> {
                 kind: other,
             });
         }
+    })
+}
+
+/// Reads `path` keeping integer types when the file has no scaling, as a reference reader would.
+pub fn read_volume(path: &Path) -> Result<Volume, NiftiError> {
+    let object = ReaderOptions::new().read_file(path).map_err(io_err(path))?;
+    let header = object.header().clone();
+    let affine: Matrix4<f64> = header.affine();
+    let kind = header.data_type().map_err(io_err(path))?;
+    let scaled = header.scl_slope != 0.0 && (header.scl_slope != 1.0 || header.scl_inter != 0.0);
+    let volume = object.into_volume();
+    let data = if scaled {
+        VoxelData::F32(volume.into_ndarray::<f32>().map_err(io_err(path))?)
+    } else {
+        typed(volume, kind, path)?
     };
     Ok(Volume {
         data,
@@ -246,21 +254,7 @@ pub fn read_volume_raw(path: &Path) -> Result<Volume, NiftiError> {
     unscaled.scl_slope = 1.0;
     unscaled.scl_inter = 0.0;
     let plain = nifti::InMemNiftiVolume::from_raw_data(&unscaled, bytes).map_err(io_err(path))?;
-    let data = match kind {
-        NiftiType::Uint8 => VoxelData::U8(plain.into_ndarray::<u8>().map_err(io_err(path))?),
-        NiftiType::Int16 => VoxelData::I16(plain.into_ndarray::<i16>().map_err(io_err(path))?),
-        NiftiType::Uint16 => VoxelData::U16(plain.into_ndarray::<u16>().map_err(io_err(path))?),
-        NiftiType::Int32 => VoxelData::I32(plain.into_ndarray::<i32>().map_err(io_err(path))?),
-        NiftiType::Uint32 => VoxelData::U32(plain.into_ndarray::<u32>().map_err(io_err(path))?),
-        NiftiType::Float32 => VoxelData::F32(plain.into_ndarray::<f32>().map_err(io_err(path))?),
-        NiftiType::Float64 => VoxelData::F64(plain.into_ndarray::<f64>().map_err(io_err(path))?),
-        other => {
-            return Err(NiftiError::Unsupported {
-                path: path.display().to_string(),
-                kind: other,
-            });
-        }
-    };
+    let data = typed(plain, kind, path)?;
     let meta = VolumeMeta {
         intensity_scaling: scaling,
         ..Default::default()

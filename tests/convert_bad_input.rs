@@ -107,8 +107,7 @@ fn slice_missing_in_the_middle_is_reported() {
     assert_eq!(results.len(), 1);
     let err = results[0]
         .as_ref()
-        .err()
-        .expect("a gap is an error")
+        .expect_err("a gap is an error")
         .to_string();
     assert!(
         err.contains("slice gap") && err.contains("missing"),
@@ -120,11 +119,7 @@ fn slice_missing_in_the_middle_is_reported() {
     copy_folder(&shared_dir().join("dicom/ge-dwi-tensor-r2"), &dwi);
     std::fs::remove_file(file_with_instance(&dwi, 8)).unwrap();
     let results = run(&all_files(&dwi));
-    let err = results[0]
-        .as_ref()
-        .err()
-        .expect("unequal counts")
-        .to_string();
+    let err = results[0].as_ref().expect_err("unequal counts").to_string();
     assert!(err.contains("not equal"), "{err}");
 
     // The CLI: nothing converted → non-zero exit, message on stderr, no panic.

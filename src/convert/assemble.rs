@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::classic::Vendor;
 use super::frame::{Diffusion, Frame, PixelSource};
 use super::geometry::{self, Orientation, dot};
 use super::gradients;
 use super::meta;
-use super::pixels::PixelError;
+use super::pixels::{PixelCache, PixelError};
 use super::stack::{self, Layout};
 use crate::volume::{Volume, VoxelData};
 
@@ -95,8 +96,8 @@ pub fn split(frames: Vec<Frame>) -> Vec<(String, Vec<Frame>)> {
             if echoes_vary {
                 suffix += &format!("_e{}", key.echo.unwrap_or(1));
             }
-            if types_vary && is_phase(&key.image_type) {
-                suffix += "_ph";
+            if types_vary {
+                suffix += complex_suffix(&key.image_type);
             }
             if key.image_type.iter().any(|t| t == "FIELDMAPHZ") {
                 suffix += "_fieldmaphz";
@@ -111,8 +112,18 @@ pub fn split(frames: Vec<Frame>) -> Vec<(String, Vec<Frame>)> {
         .collect()
 }
 
-fn is_phase(image_type: &[String]) -> bool {
-    image_type.iter().any(|t| t == "P" || t == "PHASE")
+/// dcm2niix's suffixes for the parts of complex data; magnitude has none.
+fn complex_suffix(image_type: &[String]) -> &'static str {
+    let has = |v: &[&str]| image_type.iter().any(|t| v.contains(&t.as_str()));
+    if has(&["P", "PHASE"]) {
+        "_ph"
+    } else if has(&["REAL"]) {
+        "_real"
+    } else if has(&["IMAGINARY"]) {
+        "_imaginary"
+    } else {
+        ""
+    }
 }
 
 /// Order of images at one slice position: the acquisition's volume index, then instance number,
@@ -158,7 +169,11 @@ fn instance_frame(f: &Frame) -> (&str, u32, u32) {
 
 /// One group of frames (same split key) → its output volumes (the main one, and the `_ADC`
 /// sibling with every volume when derived trace volumes were removed from a diffusion series).
-pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, AssembleError> {
+pub fn assemble(
+    mut frames: Vec<Frame>,
+    suffix: &str,
+    cache: &PixelCache,
+) -> Result<Vec<Assembled>, AssembleError> {
     // The same image sent twice is one image; the frames and tiles of one multi-frame instance
     // share its SOP Instance UID and are not duplicates.
     frames.sort_by(|a, b| instance_frame(a).cmp(&instance_frame(b)));
@@ -219,25 +234,30 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         .map(|d| d.as_ref().is_some_and(|d| d.derived_isotropic))
         .collect();
     let some_derived = derived.iter().any(|&d| d) && !derived.iter().all(|&d| d);
+    // Stack every volume once; the main output and the `_ADC` sibling are selections of it.
+    let mut ordered = Vec::with_capacity(nz * nt);
+    for t in 0..nt {
+        for s in &slices {
+            ordered.push(s[t]);
+        }
+    }
+    let shape = if nt > 1 {
+        vec![nx, ny, nz, nt]
+    } else {
+        vec![nx, ny, nz]
+    };
+    let (all_data, scaling) = stack::stack(
+        &Layout {
+            frames: ordered,
+            shape,
+        },
+        cache,
+    )?;
     let make = |keep: &[usize],
+                data: VoxelData,
                 suffix: String,
                 with_gradients: bool|
      -> Result<Assembled, AssembleError> {
-        let mut ordered = Vec::with_capacity(nz * keep.len());
-        for &t in keep {
-            for s in &slices {
-                ordered.push(s[t]);
-            }
-        }
-        let shape = if keep.len() > 1 {
-            vec![nx, ny, nz, keep.len()]
-        } else {
-            vec![nx, ny, nz]
-        };
-        let (data, scaling) = stack::stack(&Layout {
-            frames: ordered,
-            shape,
-        })?;
         let mut meta = (*first.series).clone();
         meta.intensity_scaling = scaling;
         // Siemens' first volume can report slice times of a shorter acquisition (dcm2niix issue
@@ -260,7 +280,8 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
         let gradients = if with_gradients {
             let kept: Vec<Option<Diffusion>> =
                 keep.iter().map(|&t| per_volume[t].clone()).collect();
-            gradients::table(&kept, &o, step, &affine)
+            let normalise = Vendor::of(&first.series) != Vendor::Ge;
+            gradients::table(&kept, &o, step, &affine, normalise)
         } else {
             None
         };
@@ -310,11 +331,16 @@ pub fn assemble(mut frames: Vec<Frame>, suffix: &str) -> Result<Vec<Assembled>, 
     };
     let all: Vec<usize> = (0..nt).collect();
     if !some_derived {
-        return Ok(vec![make(&all, suffix.to_string(), true)?]);
+        return Ok(vec![make(&all, all_data, suffix.to_string(), true)?]);
     }
     let kept: Vec<usize> = (0..nt).filter(|&t| !derived[t]).collect();
-    let main = make(&kept, suffix.to_string(), true)?;
-    let mut full = make(&all, format!("{suffix}_ADC"), false)?;
+    let main = make(
+        &kept,
+        stack::select_volumes(&all_data, &kept),
+        suffix.to_string(),
+        true,
+    )?;
+    let mut full = make(&all, all_data, format!("{suffix}_ADC"), false)?;
     full.derived = true;
     Ok(vec![main, full])
 }
@@ -399,22 +425,35 @@ fn reorient_3d(volume: &mut Volume, phase_axis: Option<usize>) -> Option<usize> 
 
 fn permute(data: &VoxelData, r: &geometry::Reorientation) -> VoxelData {
     fn one<T: Clone>(a: &ndarray::ArrayD<T>, r: &geometry::Reorientation) -> ndarray::ArrayD<T> {
-        let mut v = a.view().permuted_axes(r.perm.to_vec());
-        for (axis, &f) in r.flip.iter().enumerate() {
-            if f {
-                v.invert_axis(ndarray::Axis(axis));
+        let old = [a.shape()[0], a.shape()[1], a.shape()[2]];
+        let src = match a.as_slice_memory_order() {
+            Some(s) if a.t().is_standard_layout() => s,
+            _ => return a.clone(),
+        };
+        // Old linear index = i + d0·j + d0·d1·k (i fastest); walk the new axes in order.
+        let old_stride = [1isize, old[0] as isize, (old[0] * old[1]) as isize];
+        let new: [usize; 3] = std::array::from_fn(|ax| old[r.perm[ax]]);
+        let (mut start, mut step) = (0isize, [0isize; 3]);
+        for ax in 0..3 {
+            let stride = old_stride[r.perm[ax]];
+            if r.flip[ax] {
+                start += (new[ax] as isize - 1) * stride;
+                step[ax] = -stride;
+            } else {
+                step[ax] = stride;
             }
         }
-        // Fortran order keeps i fastest in memory, as the writer expects.
-        let mut out = ndarray::ArrayD::from_shape_vec(
-            ndarray::ShapeBuilder::f(ndarray::IxDyn(v.shape())),
-            v.t().iter().cloned().collect(),
-        )
-        .unwrap_or_else(|_| v.to_owned());
-        if out.shape() != v.shape() {
-            out = v.to_owned();
+        let mut out = Vec::with_capacity(src.len());
+        for k in 0..new[2] as isize {
+            for j in 0..new[1] as isize {
+                let row = start + j * step[1] + k * step[2];
+                for i in 0..new[0] as isize {
+                    out.push(src[(row + i * step[0]) as usize].clone());
+                }
+            }
         }
-        out
+        ndarray::ArrayD::from_shape_vec(ndarray::ShapeBuilder::f(ndarray::IxDyn(&new)), out)
+            .unwrap_or_else(|_| a.clone())
     }
     match data {
         VoxelData::U8(a) => VoxelData::U8(one(a, r)),

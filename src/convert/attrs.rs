@@ -75,7 +75,7 @@ fn floats_from_bytes(bytes: &[u8]) -> Vec<f64> {
             return parsed;
         }
     }
-    if bytes.len() % 4 == 0 && !bytes.is_empty() {
+    if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
         return bytes
             .chunks_exact(4)
             .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
@@ -122,6 +122,16 @@ pub fn array<const N: usize>(obj: &Object, tag: Tag) -> Option<[f64; N]> {
     let mut out = [0.0; N];
     out.copy_from_slice(&v[..N]);
     Some(out)
+}
+
+/// One number from each of three single-valued attributes (a vector split over three private
+/// tags, as GE and Philips store gradients), or None unless all three are present.
+pub fn triple(obj: &Object, tags: [Tag; 3]) -> Option<[f64; 3]> {
+    Some([
+        float(obj, tags[0])?,
+        float(obj, tags[1])?,
+        float(obj, tags[2])?,
+    ])
 }
 
 /// Items of a sequence attribute (empty when absent or not a sequence).

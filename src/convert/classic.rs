@@ -9,7 +9,7 @@ use dicom_dictionary_std::tags;
 use super::attrs::{self, Object};
 use super::frame::{Diffusion, Frame, PixelSource};
 use super::read::ReadError;
-use super::{ge, philips};
+use super::{ge, philips, siemens};
 use crate::volume::VolumeMeta;
 
 /// Which vendor conventions apply to private attributes.
@@ -66,9 +66,16 @@ pub fn frame(path: &Path, obj: &Object, series: Arc<VolumeMeta>) -> Result<Frame
     let diffusion = match vendor {
         Vendor::Ge => ge::diffusion(obj, &orientation),
         Vendor::Philips => philips::diffusion(obj),
-        _ => None,
+        Vendor::Siemens => standard_diffusion(obj).or_else(|| siemens::diffusion(obj)),
+        Vendor::Other => None,
     }
     .or_else(|| standard_diffusion(obj));
+    let mut image_type = series.image_type.clone();
+    if let Some(part) = ge::complex_part(obj).filter(|_| vendor == Vendor::Ge)
+        && !image_type.iter().any(|t| t == part)
+    {
+        image_type.push(part.to_string());
+    }
     let rescale = (
         attrs::float(obj, tags::RESCALE_SLOPE)
             .filter(|s| *s != 0.0)
@@ -92,7 +99,7 @@ pub fn frame(path: &Path, obj: &Object, series: Arc<VolumeMeta>) -> Result<Frame
         slice_thickness: attrs::float(obj, tags::SLICE_THICKNESS),
         echo_number: attrs::int(obj, tags::ECHO_NUMBERS),
         echo_time: attrs::float(obj, tags::ECHO_TIME),
-        image_type: series.image_type.clone(),
+        image_type,
         acquisition_time: attrs::text(obj, tags::ACQUISITION_TIME),
         volume_index: attrs::int(obj, tags::TEMPORAL_POSITION_IDENTIFIER),
         diffusion,

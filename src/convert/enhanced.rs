@@ -339,15 +339,20 @@ fn volume_keys(obj: &InMemDicomObject, per_frame: &[InMemDicomObject]) -> Vec<Ve
 }
 
 /// Fills the acquisition fields of `meta` that enhanced files keep in functional groups rather
-/// than at the top level (TR, TE, TI, flip angle), leaving values already set alone.
+/// than at the top level (TR, TE, TI, flip angle, slice thickness, phase encoding, slice times),
+/// leaving values already set alone.
 pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
-    let Some(own) = obj
+    let per_frame = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items())
-        .and_then(|items| items.first())
-    else {
+        .unwrap_or_default();
+    let Some(own) = per_frame.first() else {
         return;
     };
+    if let Some(times) = slice_timing(obj, per_frame) {
+        meta.extra
+            .insert("SliceTiming".into(), serde_json::json!(times));
+    }
     let groups = Groups {
         own,
         shared: first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
@@ -370,6 +375,9 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
             .float(tags::MR_MODIFIER_SEQUENCE, tags::INVERSION_TIMES)
             .map(ms)
     });
+    meta.slice_thickness = meta
+        .slice_thickness
+        .or_else(|| groups.float(tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS));
     if meta.image_type.is_empty() {
         meta.image_type = upper_texts(obj, tags::IMAGE_TYPE);
     }
@@ -391,13 +399,58 @@ pub fn fill_series_meta(obj: &InMemDicomObject, meta: &mut VolumeMeta) {
     }
 }
 
-/// Siemens XA's PhaseEncodingDirectionPositive: (0021,xx1C) of the "SIEMENS MR SDI 02" block
-/// inside the per-frame private functional group (0021,xxFE).
+/// Slice times (s, from the earliest) of the file's first volume, in frame order, from each
+/// frame's FrameAcquisitionDateTime. None for a single slice, when any frame lacks a time, or
+/// when all slices share one time (3D acquisitions). This matches dcm2niix on Siemens XA10; on
+/// XA30 dcm2niix's times differ by up to 2.5 ms (it appears to use another source).
+fn slice_timing(obj: &InMemDicomObject, per_frame: &[InMemDicomObject]) -> Option<Vec<f64>> {
+    let keys = volume_keys(obj, per_frame);
+    let first_key = keys.first()?;
+    let times: Vec<f64> = per_frame
+        .iter()
+        .zip(&keys)
+        .filter(|(_, k)| *k == first_key)
+        .map(|(own, _)| {
+            let content = first_item(own, tags::FRAME_CONTENT_SEQUENCE)?;
+            seconds_of_day(&text(content, tags::FRAME_ACQUISITION_DATE_TIME)?)
+        })
+        .collect::<Option<_>>()?;
+    let spread = times
+        .iter()
+        .fold(0.0f64, |m, t| m.max((t - times[0]).abs()));
+    if times.len() < 2 || spread == 0.0 {
+        return None;
+    }
+    let start = times.iter().copied().fold(f64::INFINITY, f64::min);
+    // Rounded to the microsecond the DICOM time carries, to hide float noise.
+    Some(
+        times
+            .iter()
+            .map(|t| ((t - start) * 1e6).round() / 1e6)
+            .collect(),
+    )
+}
+
+/// Seconds since midnight of a DICOM DT value (YYYYMMDDHHMMSS.FFFFFF).
+fn seconds_of_day(datetime: &str) -> Option<f64> {
+    let time = datetime.get(8..)?;
+    let hours: f64 = time.get(0..2)?.parse().ok()?;
+    let minutes: f64 = time.get(2..4)?.parse().ok()?;
+    let seconds: f64 = time.get(4..)?.split(['+', '-']).next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// Siemens XA's PhaseEncodingDirectionPositive: (0021,xx1C) of the per-frame group.
 fn siemens_phase_positive(groups: &Groups<'_>) -> Option<i64> {
+    siemens_frame_value(groups.own, 0x1C).map(|v| v as i64)
+}
+
+/// Number `element` of the "SIEMENS MR SDI 02" block inside Siemens XA's per-frame private
+/// functional group (0021,xxFE).
+fn siemens_frame_value(own: &InMemDicomObject, element: u8) -> Option<f64> {
     const CREATOR: &str = "SIEMENS MR SDI 02";
-    let group = private_tag(groups.own, 0x0021, CREATOR, 0xFE)
-        .and_then(|tag| first_item(groups.own, tag))?;
-    private_tag(group, 0x0021, CREATOR, 0x1C).and_then(|tag| int(group, tag))
+    let group = private_tag(own, 0x0021, CREATOR, 0xFE).and_then(|tag| first_item(own, tag))?;
+    private_tag(group, 0x0021, CREATOR, element).and_then(|tag| float(group, tag))
 }
 
 #[cfg(test)]
@@ -472,13 +525,17 @@ mod tests {
             assert_eq!(f.image_type[3], "M");
             assert_eq!(f.echo_time, Some(1.52));
             assert_eq!(f.volume_index, Some(0));
+            assert_eq!(f.echo_number, Some(1));
         }
         for f in field_map {
             // The B0 map is in Hz: dcm2niix keeps display scaling, no private scale.
             assert_eq!(f.private_scale, None);
             assert_eq!(f.rescale, (0.24420024420024, -500.0));
             assert_eq!(f.image_type[3], "FIELD_MAP");
+            assert_eq!(f.image_type.last().map(String::as_str), Some("FIELDMAPHZ"));
             assert_eq!(f.volume_index, Some(1));
+            // Same header echo number, other echo time: dcm2niix's second echo.
+            assert_eq!(f.echo_number, Some(2));
         }
         let mut meta = VolumeMeta::default();
         let obj = dicom_object::open_file(only_file("philips-enhanced")).unwrap();

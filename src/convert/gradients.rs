@@ -17,11 +17,15 @@ use crate::volume::GradientTable;
 
 /// The table for volumes with diffusion `per_volume`, or None when no volume is diffusion
 /// weighted (b > 0).
+///
+/// `normalise`: scale directions to unit length, as dcm2niix does for directions it rotates
+/// from the patient frame; GE's directions are given in the image frame and kept as they are.
 pub fn table(
     per_volume: &[Option<Diffusion>],
     o: &Orientation,
     slice_step: f64,
     affine: &Matrix4<f64>,
+    normalise: bool,
 ) -> Option<GradientTable> {
     if !per_volume
         .iter()
@@ -40,10 +44,13 @@ pub fn table(
                 let x = dot(o.row, g);
                 let y = -dot(o.col, g);
                 let z = slice_sign * dot(o.normal, g);
-                // dcm2niix writes unit vectors even when the scanner's are not quite unit.
                 let norm = (x * x + y * y + z * z).sqrt();
                 let v = if right_handed { [x, -y, -z] } else { [x, y, z] };
-                if norm > 0.0 { v.map(|c| c / norm) } else { v }
+                if normalise && norm > 0.0 {
+                    v.map(|c| c / norm)
+                } else {
+                    v
+                }
             }
             _ => [0.0; 3],
         };

@@ -18,9 +18,19 @@ pub const PHASE_DIRECTION: &str = "InPlanePhaseEncodingDirectionDICOM";
 /// (1 or 0), which turns the phase axis into a signed BIDS PhaseEncodingDirection.
 pub const PHASE_POSITIVE: &str = "PhaseEncodingDirectionPositive";
 
-/// Milliseconds in DICOM, seconds in BIDS.
+/// Milliseconds in DICOM, seconds in BIDS (rounded to the microsecond, so that 123.6 ms reads
+/// 0.1236 and not 0.12359999999999999).
 fn seconds(obj: &Object, tag: Tag) -> Option<f64> {
-    attrs::float(obj, tag).map(|ms| ms / 1000.0)
+    attrs::float(obj, tag).map(|ms| (ms * 1000.0).round() / 1e6)
+}
+
+/// A JSON number, integral when the value is.
+fn number(v: f64) -> Option<Value> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        Some(Value::from(v as i64))
+    } else {
+        serde_json::Number::from_f64(v).map(Value::Number)
+    }
 }
 
 /// Reads the series-level metadata shared by every frame of `obj`. Enhanced readers may call
@@ -71,8 +81,8 @@ pub fn volume_meta(obj: &Object) -> VolumeMeta {
         ("AcquisitionNumber", tags::ACQUISITION_NUMBER),
     ];
     for (key, tag) in numbers {
-        if let Some(v) = attrs::float(obj, tag).and_then(serde_json::Number::from_f64) {
-            meta.extra.insert(key.into(), Value::Number(v));
+        if let Some(v) = attrs::float(obj, tag).and_then(number) {
+            meta.extra.insert(key.into(), v);
         }
     }
     if let Some(t) = attrs::text(obj, tags::ACQUISITION_TIME) {

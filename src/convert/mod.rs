@@ -25,6 +25,7 @@ pub mod philips;
 pub mod pixels;
 pub mod private;
 pub mod read;
+pub mod siemens;
 pub mod stack;
 #[cfg(test)]
 mod test_support;
@@ -85,6 +86,7 @@ pub struct ConvertOptions {
 struct SeriesInput {
     frames: Vec<Frame>,
     problems: Vec<String>,
+    pixels: pixels::PixelCache,
 }
 
 /// Reads `paths` (files of any kind; non-images are skipped) and converts every series found.
@@ -100,7 +102,7 @@ pub fn convert_paths(
         }
     });
     let mut out = out.into_inner().unwrap_or_default();
-    out.sort_by(|a, b| series_key(a).cmp(&series_key(b)));
+    out.sort_by_key(series_key);
     out
 }
 
@@ -140,10 +142,17 @@ fn group_files(
 ) -> (BTreeMap<String, SeriesInput>, Vec<ReadError>) {
     let mut series: BTreeMap<String, SeriesInput> = BTreeMap::new();
     let mut unreadable = Vec::new();
-    for (_, outcome) in outcomes {
+    for (path, outcome) in outcomes {
         match outcome {
             FileOutcome::Skipped => {}
-            FileOutcome::Frames(frames) => {
+            FileOutcome::Frames { frames, pixels } => {
+                if let (Some(bytes), Some(f)) = (pixels, frames.first()) {
+                    series
+                        .entry(f.series_instance_uid.clone())
+                        .or_default()
+                        .pixels
+                        .insert(path.clone(), bytes);
+                }
                 for f in frames {
                     series
                         .entry(f.series_instance_uid.clone())
@@ -190,10 +199,14 @@ fn convert_series(
     let mut problems = summarise(input.problems);
     let mut volumes = Vec::new();
     let groups = assemble::split(input.frames);
+    let input = SeriesInput {
+        pixels: input.pixels,
+        ..Default::default()
+    };
     let many = groups.len() > 1;
     for (suffix, frames) in groups {
         let n = frames.len();
-        match assemble::assemble(frames, &suffix) {
+        match assemble::assemble(frames, &suffix, &input.pixels) {
             Ok(parts) => {
                 for a in parts {
                     let class = classify::classify(&a.volume, &options.rules);

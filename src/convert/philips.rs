@@ -26,15 +26,7 @@ const SCALE_SLOPE: Tag = Tag(0x2005, 0x100E);
 pub fn diffusion(obj: &Object) -> Option<Diffusion> {
     let standard = standard_diffusion(obj);
     let bval = attrs::float(obj, B_VALUE).or(standard.as_ref().map(|d| d.bval))?;
-    let private_vec: Vec<f64> = GRADIENT
-        .iter()
-        .filter_map(|&t| attrs::float(obj, t))
-        .collect();
-    let vec = if private_vec.len() == 3 {
-        Some([private_vec[0], private_vec[1], private_vec[2]])
-    } else {
-        standard.and_then(|d| d.bvec_patient)
-    };
+    let vec = attrs::triple(obj, GRADIENT).or(standard.and_then(|d| d.bvec_patient));
     let mut d = diffusion_of(bval, vec);
     let isotropic = attrs::text(obj, DIRECTION_LABEL).is_some_and(|l| l.eq_ignore_ascii_case("I"));
     if isotropic && bval > 0.0 {

@@ -31,6 +31,9 @@ pub enum PixelError {
     Colour { path: PathBuf, samples: u16 },
 }
 
+/// Stored pixel bytes of single-frame files already read while scanning, by path.
+pub type PixelCache = HashMap<PathBuf, Vec<u8>>;
+
 /// Where a frame's pixels live: file, frame index and optional mosaic tile.
 fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
     match &frame.pixels {
@@ -46,21 +49,54 @@ fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
 
 /// Decodes `frames` (all of one stack, same size and bit depth) into stored little-endian
 /// bytes, one buffer per frame in the order given, rows top to bottom as in DICOM.
-pub fn decode_frames(frames: &[&Frame]) -> Result<Vec<Vec<u8>>, PixelError> {
+pub fn decode_frames(frames: &[&Frame], cache: &PixelCache) -> Result<Vec<Vec<u8>>, PixelError> {
+    let mut out = vec![Vec::new(); frames.len()];
     let mut by_file: HashMap<&Path, Vec<usize>> = HashMap::new();
     for (i, f) in frames.iter().enumerate() {
-        by_file.entry(location(f).0).or_default().push(i);
+        let (path, index, tile) = location(f);
+        if let Some(bytes) = cache.get(path) {
+            out[i] = cached_frame(path, bytes, f, index, tile)?;
+            continue;
+        }
+        by_file.entry(path).or_default().push(i);
     }
     let files: Vec<(&Path, Vec<usize>)> = by_file.into_iter().collect();
     let decoded: Vec<Vec<(usize, Vec<u8>)>> = files
         .par_iter()
         .map(|(path, wanted)| decode_file(path, wanted, frames))
         .collect::<Result<_, _>>()?;
-    let mut out = vec![Vec::new(); frames.len()];
     for (i, bytes) in decoded.into_iter().flatten() {
         out[i] = bytes;
     }
     Ok(out)
+}
+
+/// Frame `index` (or one tile of it) of the native pixel bytes read during the scan, checked
+/// against the header's size. A mosaic frame is `tiles_per_row` tiles wide and high.
+fn cached_frame(
+    path: &Path,
+    bytes: &[u8],
+    f: &Frame,
+    index: u32,
+    tile: Option<(u32, u32)>,
+) -> Result<Vec<u8>, PixelError> {
+    let bytes_per = usize::from(f.bits_allocated.div_ceil(8));
+    let (rows, cols) = (f.rows as usize, f.columns as usize);
+    let grid = tile.map_or(1, |(_, per_row)| per_row.max(1) as usize);
+    let frame_bytes = rows * cols * grid * grid * bytes_per;
+    let start = index as usize * frame_bytes;
+    let size_err = || PixelError::Size {
+        path: path.to_path_buf(),
+        got: bytes.len().saturating_sub(start),
+        want: frame_bytes,
+    };
+    let whole = bytes.get(start..start + frame_bytes).ok_or_else(size_err)?;
+    match tile {
+        None => Ok(whole.to_vec()),
+        Some((tile, per_row)) => {
+            cut_tile(whole, cols * grid, bytes_per, rows, cols, tile, per_row).ok_or_else(size_err)
+        }
+    }
 }
 
 /// Opens one file and cuts out the frames (or tiles) at positions `wanted` of `frames`.

@@ -30,8 +30,12 @@ pub enum ReadError {
 /// What became of one input file.
 #[derive(Debug)]
 pub enum FileOutcome {
-    /// An image: its frames (several for multi-frame encodings).
-    Frames(Vec<Frame>),
+    /// An image: its frames (several for multi-frame encodings), and for a single-frame
+    /// uncompressed little-endian file its stored pixel bytes, so they are not read twice.
+    Frames {
+        frames: Vec<Frame>,
+        pixels: Option<Vec<u8>>,
+    },
     /// Not something to convert (not DICOM, DICOMDIR, presentation state, other non-image).
     Skipped,
     /// A DICOM image we could not read; `series` is its SeriesInstanceUID when the header said.
@@ -93,14 +97,11 @@ pub fn read_file(path: &Path) -> FileOutcome {
     if !has_dicom_magic(path) {
         return FileOutcome::Skipped;
     }
-    let opened = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path);
-    let file = match opened {
+    let file = match OpenFileOptions::new().open_file(path) {
         Ok(f) => f,
         Err(e) => {
             return FileOutcome::Failed {
-                series: None,
+                series: series_of_damaged(path),
                 error: ReadError::Parse {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
@@ -121,10 +122,31 @@ pub fn read_file(path: &Path) -> FileOutcome {
     }
     let series = attrs::text(obj, tags::SERIES_INSTANCE_UID);
     match frames_of(path, obj) {
-        Ok(frames) => FileOutcome::Frames(frames),
+        Ok(frames) => {
+            let native = NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax());
+            let pixels = native
+                .then(|| obj.get(tags::PIXEL_DATA))
+                .flatten()
+                .and_then(|e| e.to_bytes().ok())
+                .map(|b| b.into_owned());
+            FileOutcome::Frames { frames, pixels }
+        }
         Err(error) => FileOutcome::Failed { series, error },
     }
 }
+
+/// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose
+/// header still reads, so that the failure is reported with its series.
+fn series_of_damaged(path: &Path) -> Option<String> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    attrs::text(&header, tags::SERIES_INSTANCE_UID)
+}
+
+/// Transfer syntaxes whose PixelData bytes are the stored little-endian samples.
+const NATIVE_LITTLE_ENDIAN: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
 
 /// Dispatches on the encoding: enhanced multi-frame, Siemens mosaic, or classic.
 fn frames_of(path: &Path, obj: &Object) -> Result<Vec<Frame>, ReadError> {

@@ -24,8 +24,11 @@ pub fn frame_scaling(f: &Frame) -> (f64, f64) {
 
 /// Decodes and stacks; returns the voxels and the scaling to store (None: identity). When the
 /// scaling differs between frames, voxels are converted to f32 with each frame's own scaling.
-pub fn stack(layout: &Layout) -> Result<(VoxelData, Option<(f64, f64)>), PixelError> {
-    let decoded = pixels::decode_frames(&layout.frames)?;
+pub fn stack(
+    layout: &Layout,
+    cache: &pixels::PixelCache,
+) -> Result<(VoxelData, Option<(f64, f64)>), PixelError> {
+    let decoded = pixels::decode_frames(&layout.frames, cache)?;
     let first = layout.frames[0];
     let scalings: Vec<(f64, f64)> = layout.frames.iter().map(|f| frame_scaling(f)).collect();
     let uniform = scalings.iter().all(|s| *s == scalings[0]);
@@ -107,4 +110,38 @@ fn apply_per_frame(data: &VoxelData, scalings: &[(f64, f64)], plane: usize) -> A
         }
     }
     values
+}
+
+/// The volumes `keep` (indices along axis 3) of a 4-D array stored i-fastest; a 3-D array when
+/// one volume is kept.
+pub fn select_volumes(data: &VoxelData, keep: &[usize]) -> VoxelData {
+    fn one<T: Clone>(a: &ArrayD<T>, keep: &[usize]) -> ArrayD<T> {
+        let shape = a.shape().to_vec();
+        let per_volume: usize = shape.iter().take(3).product();
+        let Some(flat) = a
+            .as_slice_memory_order()
+            .filter(|_| a.t().is_standard_layout())
+        else {
+            return a.select(ndarray::Axis(3), keep);
+        };
+        let mut out = Vec::with_capacity(per_volume * keep.len());
+        for &t in keep {
+            out.extend_from_slice(&flat[t * per_volume..(t + 1) * per_volume]);
+        }
+        let mut dims = shape[..3].to_vec();
+        if keep.len() > 1 {
+            dims.push(keep.len());
+        }
+        ArrayD::from_shape_vec(IxDyn(&dims).f(), out)
+            .unwrap_or_else(|_| a.select(ndarray::Axis(3), keep))
+    }
+    match data {
+        VoxelData::U8(a) => VoxelData::U8(one(a, keep)),
+        VoxelData::I16(a) => VoxelData::I16(one(a, keep)),
+        VoxelData::U16(a) => VoxelData::U16(one(a, keep)),
+        VoxelData::I32(a) => VoxelData::I32(one(a, keep)),
+        VoxelData::U32(a) => VoxelData::U32(one(a, keep)),
+        VoxelData::F32(a) => VoxelData::F32(one(a, keep)),
+        VoxelData::F64(a) => VoxelData::F64(one(a, keep)),
+    }
 }
