@@ -213,11 +213,14 @@ pub fn assemble(
         s.sort_by(|a, b| volume_order(a, b));
     }
     let depths: Vec<f64> = slices.iter().map(|s| depth(s[0])).collect();
-    let step = slice_step(
+    let mut step = slice_step(
         &depths,
         frames[0].series.as_ref(),
         frames[0].slice_thickness,
     )?;
+    if slices.len() > 1 && separate_files(slices[0][0], slices[1][0]) {
+        step = single_precision_step(slices[0][0].position, slices[1][0].position, &o);
+    }
     let step = multi_frame_step(&slices, step, frames[0].series.as_ref());
     let first = &slices[0][0];
     let (nx, ny, nz, nt) = (
@@ -345,7 +348,7 @@ pub fn assemble(
     Ok(vec![main, full])
 }
 
-/// Signed distance between consecutive slices, checking the gaps are even.
+/// Mean signed distance between consecutive slices, checking that every gap agrees with it.
 fn slice_step(
     depths: &[f64],
     series: &crate::volume::VolumeMeta,
@@ -406,6 +409,23 @@ fn multi_frame_step(
         }
         _ => measured,
     }
+}
+
+/// True when two frames are classic single-frame files (not frames or tiles of one instance,
+/// whose spacing the multi-frame readers take from the file itself).
+fn separate_files(a: &Frame, b: &Frame) -> bool {
+    match (&a.pixels, &b.pixels) {
+        (PixelSource::File { path: pa, .. }, PixelSource::File { path: pb, .. }) => pa != pb,
+        _ => false,
+    }
+}
+
+/// The step between the first two slices along the normal, computed from positions held in
+/// single precision, as dcm2niix measures it. The mean gap can differ in the fifth decimal,
+/// and a reoriented volume's origin multiplies that by the number of slices.
+fn single_precision_step(first: [f64; 3], second: [f64; 3], o: &Orientation) -> f64 {
+    let diff: [f64; 3] = std::array::from_fn(|a| f64::from(second[a] as f32 - first[a] as f32));
+    dot(diff, o.normal)
 }
 
 /// Applies dcm2niix's 3D reorientation to `volume`; returns where the phase axis went.
