@@ -35,6 +35,9 @@ pub struct Config {
     pub inference: InferenceConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Series classification (t1w | dwi | other); see `crate::convert::classify` for the rules.
+    #[serde(default)]
+    pub classify: crate::convert::classify::ClassifyRules,
 }
 
 /// The workers that consume completed-series jobs (convert, and later scoring and reports).
@@ -234,6 +237,9 @@ fn default_other_storage() -> Vec<String> {
         "1.2.840.10008.5.1.4.1.1.128",   // PET
         "1.2.840.10008.5.1.4.1.1.30",    // Parametric Map
         "1.2.840.10008.5.1.4.1.1.66.4",  // Segmentation
+        "1.3.46.670589.11.0.0.12.1",     // Philips Private MR Spectrum Storage
+        "1.3.46.670589.11.0.0.12.2",     // Philips Private MR Series Data Storage
+        "1.3.46.670589.11.0.0.12.4",     // Philips Private MR Examcard Storage
     ]
     .into_iter()
     .map(String::from)

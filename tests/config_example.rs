@@ -9,4 +9,13 @@ fn example_config_loads() {
     assert_eq!(cfg.dicom.ae_title, "BRAINAGED");
     assert_eq!(cfg.dicom.callers.len(), 2);
     assert_eq!(cfg.tracker.stable_after_secs, 30);
+    // The documented classification defaults are the code's defaults.
+    let defaults = brainaged::convert::classify::ClassifyRules::default();
+    assert_eq!(cfg.classify.t1_patterns, defaults.t1_patterns);
+    assert_eq!(cfg.classify.not_t1_patterns, defaults.not_t1_patterns);
+    assert_eq!(
+        cfg.classify.derived_diffusion_patterns,
+        defaults.derived_diffusion_patterns
+    );
+    assert_eq!(cfg.classify.t1_min_slices, defaults.t1_min_slices);
 }

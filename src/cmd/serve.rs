@@ -86,7 +86,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let worker_ctx = WorkerContext {
         spool_root: config.spool.dir.clone(),
         output_dir: config.output_dir(),
-        options: ConvertOptions::default(),
+        options: ConvertOptions {
+            rules: config.classify.clone(),
+        },
         poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
     };
     let workers: Vec<_> = (0..config.pipeline.workers.max(1))
