@@ -26,6 +26,7 @@ impl InstanceIndex for crate::db::Db {
     async fn index_instance(&self, rec: &InstanceRecord) -> Result<(), IndexError> {
         crate::db::Db::index_instance(self, rec)
             .await
+            .map(|_reopened| ())
             .map_err(|e| IndexError(e.to_string()))
     }
 }
