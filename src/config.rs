@@ -33,6 +33,37 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub inference: InferenceConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+/// The workers that consume completed-series jobs (convert, and later scoring and reports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Jobs processed at once. Conversion is itself parallel (rayon), so 1 suits most sites.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Where converted volumes are written; default `<data dir>/derived`.
+    #[serde(default)]
+    pub output_dir: Option<PathBuf>,
+    /// How often an idle worker looks for a job, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            output_dir: None,
+            poll_interval_ms: default_poll_ms(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    1
 }
 
 /// The DICOM listener.
@@ -296,6 +327,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where converted volumes go.
+    pub fn output_dir(&self) -> PathBuf {
+        self.pipeline
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("derived"))
     }
 
     /// Where the daemon keeps state that is not the spool: the embedded cluster, job outputs.

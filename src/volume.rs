@@ -43,6 +43,7 @@ impl VoxelData {
     }
 
     /// A float copy, for stages that compute on intensities.
+    #[allow(clippy::unnecessary_cast)] // the macro's F32 arm casts f32 to itself
     pub fn to_f32(&self) -> ArrayD<f32> {
         each_variant!(self, a => a.mapv(|v| v as f32))
     }
@@ -112,6 +113,11 @@ pub struct VolumeMeta {
     /// Further sidecar fields a converter wants to keep (BIDS key → value).
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// (slope, intercept) that turn stored integers into true values, written as NIfTI
+    /// scl_slope/scl_inter. dcm2niix keeps scanner integers and puts DICOM rescale (or Philips
+    /// precise scaling) here rather than converting to float; None means identity.
+    #[serde(default)]
+    pub intensity_scaling: Option<(f64, f64)>,
 }
 
 /// An image with its geometry: what `convert` produces and `preprocess` and `infer` consume.
@@ -128,6 +134,15 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// True intensities as f32: the stored voxels with [`VolumeMeta::intensity_scaling`] applied.
+    pub fn values_f32(&self) -> ArrayD<f32> {
+        let values = self.data.to_f32();
+        match self.meta.intensity_scaling {
+            Some((m, b)) if (m, b) != (1.0, 0.0) => values.mapv(|v| (f64::from(v) * m + b) as f32),
+            _ => values,
+        }
+    }
+
     /// Voxel sizes in millimetres: the lengths of the affine's first three columns.
     pub fn voxel_sizes(&self) -> [f64; 3] {
         let col = |c: usize| self.affine.fixed_view::<3, 1>(0, c).norm();

@@ -1,10 +1,123 @@
-//! `brainaged prepare` (not built yet: its issue is open).
+//! `brainaged prepare`: run a named model-input recipe and write the tensor as `.npy` plus a QA
+//! picture of its mid-slices.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`brainaged prepare` is not available in this build yet")
+use brainaged::nifti_io::{read_volume, read_volume_f32};
+use brainaged::preprocess::fsl_grad::read_fsl_gradients;
+use brainaged::preprocess::image::Image3;
+use brainaged::preprocess::npy::write_npy;
+use brainaged::preprocess::qa::write_qa_png;
+use brainaged::preprocess::recipe::{self, DwiInput, Recipe, RecipeInputs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Recipe name: braid-dti-nonrigid, braid-dti-affine, braid-t1-affine or resample.
+    #[arg(long)]
+    recipe: String,
+    /// T1-weighted image.
+    #[arg(long)]
+    t1: Option<PathBuf>,
+    /// 4-D diffusion series (with --bval and --bvec).
+    #[arg(long, requires_all = ["bval", "bvec"])]
+    dwi: Option<PathBuf>,
+    #[arg(long)]
+    bval: Option<PathBuf>,
+    #[arg(long)]
+    bvec: Option<PathBuf>,
+    /// Brain mask (any grid).
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Precomputed FA map (skips the tensor fit; with --md).
+    #[arg(long, requires = "md")]
+    fa: Option<PathBuf>,
+    /// Precomputed MD map in mm²/s.
+    #[arg(long, requires = "fa")]
+    md: Option<PathBuf>,
+    /// The image of the `resample` recipe.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Inputs are already registered to the template grid: skip registration.
+    #[arg(long)]
+    in_template_space: bool,
+    /// `resample`: output voxel size in mm, "x,y,z" or one number.
+    #[arg(long)]
+    spacing: Option<String>,
+    /// `resample`: final shape "x,y,z" after a centred crop/pad, or "none".
+    #[arg(long)]
+    shape: Option<String>,
+    /// `resample`: NormalizeIntensity over nonzero voxels.
+    #[arg(long)]
+    normalize: bool,
+    /// Output folder: input.npy and qa.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn image(path: &Path) -> anyhow::Result<Image3> {
+    let vol = read_volume_f32(path)?;
+    Image3::from_volume(&vol).with_context(|| format!("{}", path.display()))
+}
+
+fn triple<T: std::str::FromStr + Copy>(text: &str) -> anyhow::Result<[T; 3]> {
+    let parts: Vec<T> = text
+        .split(',')
+        .map(|p| p.trim().parse::<T>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("cannot parse {text:?} as numbers"))?;
+    match parts.as_slice() {
+        [a] => Ok([*a, *a, *a]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => anyhow::bail!("{text:?}: give one or three comma-separated numbers"),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut recipe: Recipe = args.recipe.parse()?;
+    if let Recipe::Resample(spec) = &mut recipe {
+        if let Some(s) = &args.spacing {
+            spec.spacing = triple(s)?;
+        }
+        match args.shape.as_deref() {
+            Some("none") => spec.shape = None,
+            Some(s) => spec.shape = Some(triple(s)?),
+            None => {}
+        }
+        spec.normalize = args.normalize;
+    }
+    let dwi = match (&args.dwi, &args.bval, &args.bvec) {
+        (Some(d), Some(bval), Some(bvec)) => Some(DwiInput {
+            volume: read_volume(d).with_context(|| "reading the diffusion series")?,
+            gradients: read_fsl_gradients(bval, bvec)?,
+        }),
+        _ => None,
+    };
+    let inputs = RecipeInputs {
+        t1: args.t1.as_deref().map(image).transpose()?,
+        dwi,
+        mask: args.mask.as_deref().map(image).transpose()?,
+        fa: args.fa.as_deref().map(image).transpose()?,
+        md: args.md.as_deref().map(image).transpose()?,
+        image: args.input.as_deref().map(image).transpose()?,
+        in_template_space: args.in_template_space,
+    };
+    // Registration joins here when `preprocess::register` provides a TemplateRegistration.
+    let made = recipe::run(&recipe, &inputs, None)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write_npy(&args.out.join("input.npy"), &made.tensor)?;
+    let channels: Vec<&Image3> = made.channels.iter().collect();
+    write_qa_png(&args.out.join("qa.png"), &channels)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "recipe": recipe.name(),
+            "shape": made.tensor.shape,
+            "channels": made.names,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,127 @@
-//! `brainaged serve` (not built yet: its issue is open).
+//! `brainaged serve`: the daemon.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use brainaged::config::Config;
+use brainaged::convert::ConvertOptions;
+use brainaged::db::Db;
+use brainaged::db::embedded::EmbeddedCluster;
+use brainaged::spool::Spool;
+use brainaged::tracker::worker::{self, WorkerContext};
+use brainaged::{scp, shutdown, telemetry, tracker};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration file (TOML); `BRAINAGED__SECTION__KEY` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    log_json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`brainaged serve` is not available in this build yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref())?;
+    telemetry::init(
+        args.log_json || config.logging.json,
+        config.logging.filter.as_deref(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to `database.url`, or starts the embedded cluster when it is absent, and applies
+/// migrations. The cluster handle, when there is one, stops the cluster when dropped.
+pub async fn open_database(config: &Config) -> anyhow::Result<(Db, Option<EmbeddedCluster>)> {
+    let max = config.database.max_connections.unwrap_or(16);
+    let (db, cluster) = match &config.database.url {
+        Some(url) => (
+            Db::connect(url, max)
+                .await
+                .context("connecting to database.url")?,
+            None,
+        ),
+        None => {
+            let dir = config.data_dir().join("db");
+            let cluster =
+                tokio::task::spawn_blocking(move || EmbeddedCluster::start(&dir)).await??;
+            cluster.ensure_database().await?;
+            (Db::connect(&cluster.url(), max).await?, Some(cluster))
+        }
+    };
+    db.migrate().await?;
+    Ok((db, cluster))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (db, mut cluster) = open_database(&config).await?;
+    if let Some(c) = cluster.as_mut() {
+        c.adopt();
+    }
+    let requeued = db.requeue_orphaned_jobs().await?;
+    if requeued > 0 {
+        info!(
+            requeued,
+            "jobs left running by a previous daemon were requeued"
+        );
+    }
+    let spool = Spool::open(&config.spool.dir)
+        .with_context(|| format!("opening the spool at {}", config.spool.dir.display()))?;
+    let server = scp::Server::bind(&config.dicom, spool, db.clone()).await?;
+    let (trigger, shutdown) = shutdown::channel();
+    let tracker = tokio::spawn(tracker::run(
+        db.clone(),
+        config.tracker.clone(),
+        shutdown.clone(),
+    ));
+    let listener = tokio::spawn(server.run(shutdown.clone()));
+    let worker_ctx = WorkerContext {
+        spool_root: config.spool.dir.clone(),
+        output_dir: config.output_dir(),
+        options: ConvertOptions::default(),
+        poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
+    };
+    let workers: Vec<_> = (0..config.pipeline.workers.max(1))
+        .map(|_| {
+            tokio::spawn(worker::run(
+                db.clone(),
+                worker_ctx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!("brainaged running");
+
+    shutdown::signal().await;
+    info!("shutdown requested");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    trigger.fire();
+    match listener.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "DICOM listener ended with an error"),
+        Err(e) => warn!(error = %e, "DICOM listener task ended abnormally"),
+    }
+    for w in workers {
+        if let Err(e) = w.await {
+            warn!(error = %e, "job worker ended abnormally");
+        }
+    }
+    if let Err(e) = tracker.await {
+        warn!(error = %e, "tracker task ended abnormally");
+    }
+    db.close().await;
+    if let Some(mut c) = cluster {
+        c.stop()?;
+    }
+    info!("brainaged stopped");
+    Ok(())
 }

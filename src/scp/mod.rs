@@ -1,1 +1,37 @@
 //! DICOM upper-layer service: associations, C-ECHO, C-STORE, AE policy.
+//!
+//! [`Server`] accepts associations on tokio, one task each. The calling AE is checked against
+//! the allowlist, presentation contexts are negotiated ([`contexts`]), and C-STOREs are written
+//! to the [`Spool`](crate::spool::Spool) and the index before they are acknowledged.
+
+mod association;
+mod command;
+pub mod contexts;
+mod echo;
+mod index;
+mod listener;
+mod policy;
+mod store;
+mod wire;
+
+pub use index::{IndexError, InstanceIndex};
+pub use listener::Server;
+
+use std::net::SocketAddr;
+
+/// Why the listener or an association failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Ingest benchmark: real MR instances from DCMTK storescu (TCP_NODELAY=1) into
+#   brainaged serve   (durable: fsync'd spool + PostgreSQL commit before each C-STORE-RSP),
+#   storescp -od DIR  (DCMTK, to disk, no fsync; --fork for the concurrent case),
+#   storescp --ignore (DCMTK, receives and discards: the protocol-only ceiling),
+# with one association and with four concurrent associations, in the same run.
+# Prints instances/s and MB/s (medians of REPEATS runs) and brainaged's ratios to the others.
+#
+# usage: bench/ingest.sh [FOLDER] [REPEATS]
+#   FOLDER   default: $BRAINAGED_SHARED/dicom/philips-dwi-bangalore (2040 files)
+#   REPEATS  default: 3
+# Needs: a release build (cargo build --release), DCMTK, PostgreSQL on 127.0.0.1:5432
+# (BRAINAGED_BENCH_PG to override the admin URL).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+source "$root/scripts/env.sh"
+export TCP_NODELAY=1
+folder=${1:-$BRAINAGED_SHARED/dicom/philips-dwi-bangalore}
+repeats=${2:-3}
+bin=${CARGO_TARGET_DIR:-$root/target}/release/brainaged
+pg_admin=${BRAINAGED_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+[ -x "$bin" ] || { echo "build first: cargo build --release ($bin missing)" >&2; exit 1; }
+for t in /usr/bin/storescu /usr/bin/storescp /usr/bin/echoscu psql python3; do
+    command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/brainaged-bench.XXXXXX)
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The DICOM files of the folder (storescu would skip the others anyway), split into 4 lists.
+python3 - "$folder" "$work" <<'PY'
+import os, sys
+folder, work = sys.argv[1], sys.argv[2]
+files = []
+for r, _d, names in os.walk(folder):
+    for n in sorted(names):
+        p = os.path.join(r, n)
+        with open(p, 'rb') as f:
+            head = f.read(132)
+        if head[128:132] == b'DICM':
+            files.append(p)
+files.sort()
+open(os.path.join(work, 'all'), 'w').write('\n'.join(files) + '\n')
+for k in range(4):
+    open(os.path.join(work, f'part{k}'), 'w').write('\n'.join(files[k::4]) + '\n')
+print(len(files), sum(os.path.getsize(p) for p in files), file=open(os.path.join(work, 'size'), 'w'))
+PY
+read -r count bytes < "$work/size"
+mb=$(python3 -c "print($bytes/1e6)")
+echo "data: $folder: $count instances, $mb MB; repeats: $repeats; $(nproc) cores"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_echo() {  # port
+    for _ in $(seq 1 300); do
+        /usr/bin/echoscu -aec BRAINAGED 127.0.0.1 "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not answer C-ECHO" >&2; return 1
+}
+
+start_server() {  # kind port
+    local kind=$1 port=$2
+    rm -rf "$work/out"; mkdir -p "$work/out"
+    case $kind in
+    brainaged)
+        local db="brainaged_bench_$$"
+        psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+        BRAINAGED__DICOM__BIND=127.0.0.1:$port BRAINAGED__DICOM__ACCEPT_ANY_CALLER=true \
+        BRAINAGED__SPOOL__DIR=$work/out/spool \
+        BRAINAGED__DATABASE__URL="${pg_admin%/*}/$db" RUST_LOG=warn \
+            "$bin" serve >"$work/server.log" 2>&1 &
+        ;;
+    storescp-disk1)
+        /usr/bin/storescp -aet BRAINAGED -od "$work/out" "$port" >"$work/server.log" 2>&1 & ;;
+    storescp-disk4)
+        /usr/bin/storescp -aet BRAINAGED --fork -od "$work/out" "$port" >"$work/server.log" 2>&1 & ;;
+    storescp-ignore1)
+        /usr/bin/storescp -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
+    storescp-ignore4)
+        /usr/bin/storescp -aet BRAINAGED --fork --ignore "$port" >"$work/server.log" 2>&1 & ;;
+    esac
+    server_pid=$!
+    wait_echo "$port"
+}
+
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+send() {  # port associations -> prints seconds
+    local port=$1 n=$2 start end
+    start=$(date +%s.%N)
+    if [ "$n" = 1 ]; then
+        xargs -a "$work/all" /usr/bin/storescu -aec BRAINAGED 127.0.0.1 "$port" >"$work/scu.log" 2>&1
+    else
+        for k in 0 1 2 3; do
+            xargs -a "$work/part$k" /usr/bin/storescu -aec BRAINAGED 127.0.0.1 "$port" >"$work/scu$k.log" 2>&1 &
+        done
+        wait
+    fi
+    end=$(date +%s.%N)
+    python3 -c "print($end - $start)"
+}
+
+check_brainaged() {  # every instance indexed and spooled
+    local db="brainaged_bench_$$" rows files
+    rows=$(psql -tA "${pg_admin%/*}/$db" -c "SELECT count(*) FROM instances")
+    files=$(find "$work/out/spool" -name '*.dcm' | wc -l)
+    if [ "$rows" != "$count" ] || [ "$files" != "$count" ]; then
+        echo "brainaged stored $files files / $rows rows of $count" >&2; exit 1
+    fi
+}
+
+declare -A median
+for mode in 1 4; do
+    for kind in brainaged storescp-disk storescp-ignore; do
+        k=$kind; [ "$kind" != brainaged ] && k="$kind$mode"
+        times=()
+        for r in $(seq 1 "$repeats"); do
+            port=$(free_port)
+            sync; start_server "$k" "$port"
+            t=$(send "$port" "$mode")
+            [ "$kind" = brainaged ] && check_brainaged
+            stop_server
+            times+=("$t")
+        done
+        median[$kind$mode]=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')
+        printf '%-16s assoc=%s  runs(s): %s  median %.2fs  %.0f inst/s  %.1f MB/s\n' \
+            "$kind" "$mode" "${times[*]}" "${median[$kind$mode]}" \
+            "$(python3 -c "print($count/${median[$kind$mode]})")" \
+            "$(python3 -c "print($mb/${median[$kind$mode]})")"
+    done
+    python3 - "${median[brainaged$mode]}" "${median[storescp-disk$mode]}" "${median[storescp-ignore$mode]}" "$mode" <<'PY'
+import sys
+b, d, i, m = map(float, sys.argv[1:5])
+print(f"  assoc={int(m)}: brainaged/storescp-disk throughput ratio {d/b:.2f}; brainaged/storescp-ignore {i/b:.2f}")
+PY
+done

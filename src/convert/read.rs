@@ -1,0 +1,163 @@
+//! From a folder or a list of paths to [`Frame`]s: skip what is not an image, read headers
+//! (never pixel data) and hand each file to the reader for its encoding.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use rayon::prelude::*;
+
+use super::attrs::{self, Object};
+use super::frame::Frame;
+use super::{classic, enhanced, meta, mosaic};
+
+/// Why one file could not be turned into frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: not readable as DICOM: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path}: {what} is missing or malformed")]
+    Missing { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Mosaic(#[from] mosaic::MosaicError),
+    #[error(transparent)]
+    Enhanced(#[from] enhanced::EnhancedError),
+}
+
+/// What became of one input file.
+#[derive(Debug)]
+pub enum FileOutcome {
+    /// An image: its frames (several for multi-frame encodings), and for a single-frame
+    /// uncompressed little-endian file its stored pixel bytes, so they are not read twice.
+    Frames {
+        frames: Vec<Frame>,
+        pixels: Option<Vec<u8>>,
+    },
+    /// Not something to convert (not DICOM, DICOMDIR, presentation state, other non-image).
+    Skipped,
+    /// A DICOM image we could not read; `series` is its SeriesInstanceUID when the header said.
+    Failed {
+        series: Option<String>,
+        error: ReadError,
+    },
+}
+
+/// Every regular file under `dir`, recursively, in a stable order.
+pub fn scan_folder(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if entry.file_type().is_file() {
+            files.push(entry.into_path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every file's header in parallel.
+pub fn read_files(paths: &[PathBuf]) -> Vec<(PathBuf, FileOutcome)> {
+    paths
+        .par_iter()
+        .map(|p| (p.clone(), read_file(p)))
+        .collect()
+}
+
+/// True when the file carries the DICOM Part 10 preamble and magic.
+fn has_dicom_magic(path: &Path) -> bool {
+    let mut head = [0u8; 132];
+    match File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+        Ok(()) => &head[128..132] == b"DICM",
+        Err(_) => false,
+    }
+}
+
+/// SOP classes that are never volumes even though they are DICOM: directories, presentation
+/// states, reports, documents, and vendors' private (non-standard) classes such as Philips'
+/// private raw-data objects, which carry Rows/Columns but no image geometry.
+fn is_non_image_class(uid: &str) -> bool {
+    if !uid.is_empty() && !uid.starts_with("1.2.840.10008.") {
+        return true;
+    }
+    const PREFIXES: [&str; 5] = [
+        "1.2.840.10008.1.3.10",         // Media Storage Directory (DICOMDIR)
+        "1.2.840.10008.5.1.4.1.1.11.",  // presentation states
+        "1.2.840.10008.5.1.4.1.1.88.",  // structured reports
+        "1.2.840.10008.5.1.4.1.1.104.", // encapsulated documents
+        "1.2.840.10008.5.1.4.1.1.66",   // raw data, spatial registration
+    ];
+    PREFIXES.iter().any(|p| uid.starts_with(p))
+}
+
+/// One file: skipped, frames, or a clear error.
+pub fn read_file(path: &Path) -> FileOutcome {
+    if !has_dicom_magic(path) {
+        return FileOutcome::Skipped;
+    }
+    let file = match OpenFileOptions::new().open_file(path) {
+        Ok(f) => f,
+        Err(e) => {
+            return FileOutcome::Failed {
+                series: series_of_damaged(path),
+                error: ReadError::Parse {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                },
+            };
+        }
+    };
+    let class = file
+        .meta()
+        .media_storage_sop_class_uid
+        .trim_end_matches('\0');
+    if is_non_image_class(class) {
+        return FileOutcome::Skipped;
+    }
+    let obj: &Object = &file;
+    if attrs::int(obj, tags::ROWS).is_none() || attrs::int(obj, tags::COLUMNS).is_none() {
+        return FileOutcome::Skipped;
+    }
+    let series = attrs::text(obj, tags::SERIES_INSTANCE_UID);
+    match frames_of(path, obj) {
+        Ok(frames) => {
+            let native = NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax());
+            let pixels = native
+                .then(|| obj.get(tags::PIXEL_DATA))
+                .flatten()
+                .and_then(|e| e.to_bytes().ok())
+                .map(|b| b.into_owned());
+            FileOutcome::Frames { frames, pixels }
+        }
+        Err(error) => FileOutcome::Failed { series, error },
+    }
+}
+
+/// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose
+/// header still reads, so that the failure is reported with its series.
+fn series_of_damaged(path: &Path) -> Option<String> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    attrs::text(&header, tags::SERIES_INSTANCE_UID)
+}
+
+/// Transfer syntaxes whose PixelData bytes are the stored little-endian samples.
+const NATIVE_LITTLE_ENDIAN: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
+
+/// Dispatches on the encoding: enhanced multi-frame, Siemens mosaic, or classic.
+fn frames_of(path: &Path, obj: &Object) -> Result<Vec<Frame>, ReadError> {
+    let mut meta = meta::volume_meta(obj);
+    if enhanced::is_enhanced(obj) {
+        enhanced::fill_series_meta(obj, &mut meta);
+        return Ok(enhanced::enhanced_frames(path, obj, Arc::new(meta))?);
+    }
+    if mosaic::is_mosaic(obj) {
+        mosaic::fill_series_meta(obj, &mut meta);
+        return Ok(mosaic::mosaic_frames(path, obj, Arc::new(meta))?);
+    }
+    classic::frame(path, obj, Arc::new(meta)).map(|f| vec![f])
+}

@@ -1,0 +1,134 @@
+//! Series completion and the job queue.
+//!
+//! Completion state lives in the database, measured on the database's clock, so a restarted
+//! daemon resumes every timer where it stopped. Jobs are claimed with `FOR UPDATE SKIP LOCKED`,
+//! so any number of workers (in one daemon or several) can consume the queue without conflicts.
+
+use super::{Db, DbError};
+
+/// The job kind a completed series enqueues: the pipeline that converts, scores and reports it.
+pub const PROCESS_SERIES: &str = "process_series";
+
+/// A series that has just become complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedSeries {
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
+    /// Starts at 1; each reopening and completion adds one.
+    pub version: i32,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub series_instance_uid: String,
+    pub series_version: i32,
+    pub attempts: i32,
+}
+
+impl Db {
+    /// Marks complete every receiving series with no instance indexed in the last
+    /// `stable_after_secs`, enqueues one job per completed series version, and completes the
+    /// studies whose series are now all complete. Returns the series completed.
+    ///
+    /// Series rows are locked `FOR UPDATE SKIP LOCKED` first: a series with an instance being
+    /// indexed right now holds a share lock and is skipped (it is not stable anyway). Once locked,
+    /// the recency check runs in a new statement, so it sees every instance committed before the
+    /// lock was granted; instances arriving later wait for this transaction and then reopen.
+    pub async fn complete_stable_series(
+        &self,
+        stable_after_secs: u64,
+    ) -> Result<Vec<CompletedSeries>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let candidates = sqlx::query_scalar!(
+            "SELECT series_instance_uid FROM series WHERE state = 'receiving'
+             FOR UPDATE SKIP LOCKED"
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stable = stable_after_secs as f64;
+        let done = sqlx::query_as!(
+            CompletedSeries,
+            r#"UPDATE series s
+               SET state = 'complete', version = version + 1, completed_at = now()
+               WHERE s.series_instance_uid = ANY($1)
+                 AND NOT EXISTS (
+                     SELECT 1 FROM instances i
+                     WHERE i.series_instance_uid = s.series_instance_uid
+                       AND i.indexed_at > clock_timestamp() - make_interval(secs => $2))
+               RETURNING series_instance_uid, study_instance_uid, version"#,
+            &candidates,
+            stable,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for series in &done {
+            sqlx::query!(
+                "INSERT INTO jobs (kind, series_instance_uid, series_version) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, series_instance_uid, series_version) DO NOTHING",
+                PROCESS_SERIES,
+                series.series_instance_uid,
+                series.version,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let studies: Vec<String> = done.iter().map(|s| s.study_instance_uid.clone()).collect();
+        sqlx::query!(
+            r#"UPDATE studies st SET state = 'complete', completed_at = now()
+               WHERE st.study_instance_uid = ANY($1) AND st.state <> 'complete'
+                 AND NOT EXISTS (SELECT 1 FROM series s
+                                 WHERE s.study_instance_uid = st.study_instance_uid
+                                   AND s.state <> 'complete')"#,
+            &studies
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Claims the oldest queued job of one of `kinds`, or None when the queue is empty.
+    pub async fn claim_job(&self, kinds: &[String]) -> Result<Option<Job>, DbError> {
+        Ok(sqlx::query_as!(
+            Job,
+            r#"UPDATE jobs SET state = 'running', started_at = now(), attempts = attempts + 1
+               WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND kind = ANY($1)
+                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+               RETURNING id, kind, series_instance_uid, series_version, attempts"#,
+            kinds
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks a job done, or failed with `error`.
+    pub async fn finish_job(&self, id: i64, error: Option<&str>) -> Result<(), DbError> {
+        let state = if error.is_some() { "failed" } else { "done" };
+        sqlx::query!(
+            "UPDATE jobs SET state = $2, error = $3, finished_at = now() WHERE id = $1",
+            id,
+            state,
+            error
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts jobs left running by a daemon that died back in the queue. Called at start-up, when
+    /// no worker of this daemon can be running yet.
+    pub async fn requeue_orphaned_jobs(&self) -> Result<u64, DbError> {
+        let done = sqlx::query!(
+            "UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'"
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,238 @@
+//! Shared helpers for tests that run the real `brainaged` binary against real peers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `../shared` beside the project, or `BRAINAGED_SHARED`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("BRAINAGED_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// A folder of the reference DICOM set.
+pub fn dicom_folder(name: &str) -> PathBuf {
+    let dir = shared_dir().join("dicom").join(name);
+    assert!(
+        dir.is_dir(),
+        "reference DICOM folder {} is missing",
+        dir.display()
+    );
+    dir
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The daemon, run as a child process with configuration from the environment.
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub spool: PathBuf,
+    pub db_url: String,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `brainaged serve` on a free port with its spool under `spool`, the database at
+    /// `db_url`, any calling AE accepted, and `extra` environment overrides; waits until it
+    /// accepts connections.
+    pub fn start(spool: &Path, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let mut env: Vec<(String, String)> = vec![
+            ("BRAINAGED__DICOM__BIND".into(), format!("127.0.0.1:{port}")),
+            ("BRAINAGED__DICOM__ACCEPT_ANY_CALLER".into(), "true".into()),
+            ("BRAINAGED__SPOOL__DIR".into(), spool.display().to_string()),
+            ("BRAINAGED__DATABASE__URL".into(), db_url.into()),
+            ("BRAINAGED__TRACKER__POLL_INTERVAL_MS".into(), "100".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log = spool.with_extension(format!("daemon-{port}.log"));
+        let mut daemon = Daemon {
+            child: None,
+            port,
+            spool: spool.into(),
+            db_url: db_url.into(),
+            env,
+            log,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn brainaged serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited early ({status}):\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not start listening:\n{}", self.log_text());
+    }
+
+    /// Starts the daemon again after it stopped, same port, same configuration.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn();
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("daemon did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the daemon logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// DCMTK's storescu (by absolute path: pynetdicom installs a `storescu` of its own) sending
+/// `paths` (files or folders, recursively) to the daemon as `calling_ae`, verbose, proposing
+/// the transfer syntax each file has.
+pub fn storescu_command(port: u16, calling_ae: &str, paths: &[&Path]) -> Command {
+    let mut cmd = Command::new("/usr/bin/storescu");
+    cmd.env("TCP_NODELAY", "1")
+        .args([
+            "-v",
+            "-aet",
+            calling_ae,
+            "-aec",
+            "BRAINAGED",
+            "+sd",
+            "+r",
+            "-nh",
+        ])
+        .arg("127.0.0.1")
+        .arg(port.to_string());
+    cmd.args(paths);
+    cmd
+}
+
+/// Runs storescu to completion.
+pub fn storescu(port: u16, calling_ae: &str, paths: &[&Path]) -> Output {
+    storescu_command(port, calling_ae, paths)
+        .output()
+        .expect("run /usr/bin/storescu")
+}
+
+/// Files storescu reported as stored with a success status, from its verbose log.
+pub fn acknowledged_files(log: &str) -> Vec<PathBuf> {
+    let mut acked = Vec::new();
+    let mut current: Option<PathBuf> = None;
+    for line in log.lines() {
+        if let Some(file) = line.strip_prefix("I: Sending file: ") {
+            current = Some(PathBuf::from(file.trim()));
+        } else if line.contains("Received Store Response (Success)")
+            && let Some(f) = current.take()
+        {
+            acked.push(f);
+        }
+    }
+    acked
+}
+
+/// SOP Instance UID of a DICOM file, read with dicom-rs.
+pub fn sop_instance_uid(path: &Path) -> String {
+    let obj = dicom_object::open_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string()
+}
+
+/// Every DICOM part-10 file under `dir` (files with the DICM magic), sorted.
+pub fn dicom_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| is_part10(p) && p.file_name().is_some_and(|n| n != "DICOMDIR"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn is_part10(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok()
+        && &buf[128..132] == b"DICM"
+}
+
+/// Waits until `cond` holds, polling every 100 ms, for at most `secs` seconds.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}

@@ -1,0 +1,218 @@
+//! Bad input gets a clear per-series error and never a panic; good series beside it still
+//! convert. Inputs are real files from ../shared copied into a temporary folder and damaged
+//! there: a truncated file, a slice missing in the middle, one slice with another orientation,
+//! and folders holding only non-image objects or garbage.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use brainaged::convert::{self, ConvertOptions, SeriesError};
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("BRAINAGED_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// Copies every regular file of `from` into `to`; returns the copies, sorted.
+fn copy_folder(from: &Path, to: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(to).unwrap();
+    let mut out = Vec::new();
+    for f in convert::read::scan_folder(from).unwrap() {
+        let dest = to.join(f.file_name().unwrap());
+        std::fs::copy(&f, &dest).unwrap();
+        out.push(dest);
+    }
+    out.sort();
+    out
+}
+
+/// The file of `files` whose InstanceNumber is `n` (read with pydicom, as an outside view).
+fn file_with_instance(dir: &Path, n: i64) -> PathBuf {
+    let script = "import sys, glob, os, pydicom\n\
+                  for f in sorted(glob.glob(os.path.join(sys.argv[1], '*'))):\n\
+                  \x20   ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)\n\
+                  \x20   if int(ds.get('InstanceNumber', -1)) == int(sys.argv[2]):\n\
+                  \x20       print(f); break";
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(n.to_string())
+        .output()
+        .expect("python3 with pydicom is needed (pip install pydicom)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+fn run(paths: &[PathBuf]) -> Vec<Result<convert::ConvertedSeries, SeriesError>> {
+    convert::convert_paths(paths, &ConvertOptions::default())
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    convert::read::scan_folder(dir).unwrap()
+}
+
+#[test]
+fn truncated_file_fails_its_series_and_spares_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = shared_dir().join("dicom");
+    copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
+    copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
+    let victim = file_with_instance(&tmp.path().join("r2"), 5);
+    let len = std::fs::metadata(&victim).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let results = run(&all_files(tmp.path()));
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "the intact series converts");
+    assert_eq!(ok[0].volumes[0].volume.data.shape(), &[256, 256, 2, 7]);
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        errors[0].contains(&name),
+        "error names the file: {}",
+        errors[0]
+    );
+
+    // The CLI converts the good series, reports the bad one and exits 0.
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(tmp.path())
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
+    assert!(stderr.contains(&name), "{stderr}");
+    assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
+}
+
+#[test]
+fn slice_missing_in_the_middle_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t1");
+    copy_folder(&shared_dir().join("dicom/ge-t1-mprage"), &dir);
+    std::fs::remove_file(file_with_instance(&dir, 65)).unwrap();
+    let results = run(&all_files(&dir));
+    assert_eq!(results.len(), 1);
+    let err = results[0]
+        .as_ref()
+        .expect_err("a gap is an error")
+        .to_string();
+    assert!(
+        err.contains("slice gap") && err.contains("missing"),
+        "{err}"
+    );
+
+    // One image of a 4-D series missing: unequal counts per position.
+    let dwi = tmp.path().join("dwi");
+    copy_folder(&shared_dir().join("dicom/ge-dwi-tensor-r2"), &dwi);
+    std::fs::remove_file(file_with_instance(&dwi, 8)).unwrap();
+    let results = run(&all_files(&dwi));
+    let err = results[0].as_ref().expect_err("unequal counts").to_string();
+    assert!(err.contains("not equal"), "{err}");
+
+    // The CLI: nothing converted → non-zero exit, message on stderr, no panic.
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(&dir)
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("slice gap") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_slice_with_another_orientation_is_split_off_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t1");
+    copy_folder(&shared_dir().join("dicom/ge-t1-mprage"), &dir);
+    let victim = file_with_instance(&dir, 40);
+    let script = "import sys, pydicom\n\
+                  ds = pydicom.dcmread(sys.argv[1])\n\
+                  ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]\n\
+                  ds.save_as(sys.argv[1])";
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(&victim)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results = run(&all_files(&dir));
+    assert_eq!(results.len(), 1);
+    let text = match &results[0] {
+        Ok(s) => s.problems.join("; "),
+        Err(e) => e.to_string(),
+    };
+    // The 129 remaining slices have a gap where the odd one was.
+    assert!(text.contains("slice gap"), "{text}");
+    if let Ok(s) = &results[0] {
+        // What did convert is the odd slice on its own, never a mixed stack.
+        for v in &s.volumes {
+            assert_eq!(v.volume.data.shape()[2], 1);
+        }
+    }
+}
+
+#[test]
+fn non_image_objects_and_garbage_are_skipped_or_reported_without_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let philips = shared_dir().join("dicom/philips-dwi-classic");
+    // DICOMDIR, a presentation state and Philips private objects: no images at all.
+    for f in all_files(&philips) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "DICOMDIR" || name.starts_with("PS_") || name.starts_with("XX_") {
+            std::fs::copy(&f, tmp.path().join(&name)).unwrap();
+        }
+    }
+    std::fs::write(tmp.path().join("README.txt"), "not DICOM").unwrap();
+    let mut garbage = vec![0u8; 128];
+    garbage.extend_from_slice(b"DICM");
+    garbage.extend_from_slice(&[0xff; 300]);
+    std::fs::write(tmp.path().join("broken.dcm"), &garbage).unwrap();
+    let results = run(&all_files(tmp.path()));
+    assert_eq!(
+        results.len(),
+        1,
+        "only the garbage file is reported: {results:?}"
+    );
+    let err = results[0].as_ref().err().unwrap().to_string();
+    assert!(
+        err.contains("broken.dcm") && err.contains("not readable as DICOM"),
+        "{err}"
+    );
+
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(tmp.path())
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "nothing converted: {stderr}");
+    assert!(stderr.contains("nothing converted"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .args(["convert", "/nonexistent/folder", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

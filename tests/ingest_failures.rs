@@ -1,0 +1,360 @@
+//! Bad peers and bad data: refused associations, aborted and malformed transfers, garbage on
+//! the port, a failing spool. Each gets the proper DICOM answer, loses nothing acknowledged,
+//! indexes nothing partial, and leaves the daemon serving.
+
+mod ingest_support;
+
+use std::time::Duration;
+
+use brainaged::config::CallerConfig;
+use ingest_support::scu::{self, Instance, Scu};
+use ingest_support::{AE_TITLE, TestScp, run, shared_dicom, test_config, text};
+use tokio::io::AsyncWriteExt;
+
+fn mr_instance() -> Instance {
+    let dir = shared_dicom().join("ge-t1-mprage");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    scu::instance_from(&files[0])
+}
+
+async fn echo(scp: &TestScp, calling: &str, called: &str) -> (bool, String) {
+    let out = run(
+        "/usr/bin/echoscu",
+        &[
+            "-v",
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "127.0.0.1",
+            &scp.port(),
+        ],
+    )
+    .await;
+    (out.status.success(), text(&out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_calling_ae_and_wrong_called_ae_are_rejected() {
+    let scp = TestScp::start().await;
+    let (ok, log) = echo(&scp, "NOBODY", AE_TITLE).await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("Rejected Permanent"), "{log}");
+    assert!(log.contains("Calling AE Title Not Recognized"), "{log}");
+    let (ok, log) = echo(&scp, "ECHOSCU", "NOTUS").await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("Called AE Title Not Recognized"), "{log}");
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(ok, "{log}");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_bound_to_a_host_is_rejected_from_elsewhere() {
+    let mut cfg = test_config();
+    cfg.callers = vec![
+        CallerConfig {
+            ae_title: "FARAWAY".into(),
+            host: Some("10.9.9.9".parse().unwrap()),
+        },
+        CallerConfig {
+            ae_title: "LOCAL".into(),
+            host: Some("127.0.0.1".parse().unwrap()),
+        },
+    ];
+    let scp = TestScp::start_with(cfg).await;
+    let (ok, log) = echo(&scp, "FARAWAY", AE_TITLE).await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("Calling AE Title Not Recognized"), "{log}");
+    let (ok, log) = echo(&scp, "LOCAL", AE_TITLE).await;
+    assert!(ok, "{log}");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_mid_transfer_indexes_nothing() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let cmd = scu::store_command(&inst.sop_class, &inst.sop_instance, 1);
+    scu.send_command(&cmd, 1).await;
+    scu.send_data(&inst.dataset[..inst.dataset.len() / 2], 4_000, false)
+        .await;
+    scu.assoc.abort().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(scp.instance_count().await, 0);
+    assert!(scp.spool_files().is_empty());
+    // A TCP drop half-way (no A-ABORT at all) is the same.
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    scu.send_command(&cmd, 1).await;
+    scu.send_data(&inst.dataset[..inst.dataset.len() / 3], 4_000, false)
+        .await;
+    drop(scu);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(scp.instance_count().await, 0);
+    assert!(scp.spool_files().is_empty());
+    // The daemon still takes the whole instance afterwards.
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(scu.store(&inst, 2, 1).await.status, 0x0000);
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datasets_fail_and_the_association_goes_on() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+
+    // Truncated mid-element: cannot be parsed.
+    let cut = Instance {
+        dataset: inst.dataset[..inst.dataset.len() - 1001].to_vec(),
+        sop_class: inst.sop_class.clone(),
+        sop_instance: inst.sop_instance.clone(),
+    };
+    let rsp = scu.store(&cut, 11, 1).await;
+    assert_eq!((rsp.command_field, rsp.responding_to), (0x8001, 11));
+    assert_eq!(rsp.status, 0xC000, "{rsp:?}");
+
+    // Random bytes.
+    let noise = Instance {
+        dataset: (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+        sop_class: inst.sop_class.clone(),
+        sop_instance: inst.sop_instance.clone(),
+    };
+    let rsp = scu.store(&noise, 12, 1).await;
+    assert_eq!(rsp.responding_to, 12);
+    assert!(rsp.status == 0xC000 || rsp.status == 0xA900, "{rsp:?}");
+
+    // Well-formed, but not the instance the command announced.
+    let other = Instance {
+        dataset: inst.dataset.clone(),
+        sop_class: inst.sop_class.clone(),
+        sop_instance: "1.2.3.4.5.6.7.8.9".into(),
+    };
+    let rsp = scu.store(&other, 13, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (13, 0xA900), "{rsp:?}");
+    assert_eq!(scp.instance_count().await, 0);
+
+    // The same association then stores a good instance, its command split over three PDUs.
+    let rsp = scu.store(&inst, 14, 3).await;
+    assert_eq!((rsp.responding_to, rsp.status), (14, 0x0000), "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    assert_eq!(scp.spool_files().len(), 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_instance_is_one_row_and_one_file() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    for round in 0..3u16 {
+        let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+        assert_eq!(scu.store(&inst, round + 1, 1).await.status, 0x0000);
+        scu.assoc.release().await.unwrap();
+    }
+    assert_eq!(scp.instance_count().await, 1);
+    let files = scp.spool_files();
+    assert_eq!(files.len(), 1);
+    // Nothing but the one file: no temporary left behind.
+    let dir = files[0].parent().unwrap();
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_failure_answers_out_of_resources() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let study = dicom_object::open_file(
+        shared_dicom()
+            .join("ge-t1-mprage")
+            .join(first_name("ge-t1-mprage")),
+    )
+    .unwrap()
+    .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+    .unwrap()
+    .to_str()
+    .unwrap()
+    .trim_end_matches('\0')
+    .to_string();
+    // A plain file where the study directory must go: the spool cannot write the instance.
+    let blocker = scp
+        .spool
+        .root()
+        .join(brainaged::spool::sanitise_uid(&study));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(scu.store(&inst, 1, 1).await.status, 0xA700);
+    assert_eq!(scp.instance_count().await, 0);
+    // Once the disk is usable again, the sender's retry succeeds on the same association.
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(scu.store(&inst, 2, 1).await.status, 0x0000);
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}
+
+fn first_name(folder: &str) -> String {
+    let mut names: Vec<_> = std::fs::read_dir(shared_dicom().join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_on_the_port_do_not_stop_the_daemon() {
+    let scp = TestScp::start().await;
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..30 {
+        let mut stream = tokio::net::TcpStream::connect(scp.addr).await.unwrap();
+        let len = 1 + (next() % 4096) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let prefix: &[u8] = match round % 3 {
+            // A plausible A-ASSOCIATE-RQ header announcing a huge body.
+            0 => &[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xF0],
+            // A P-DATA before any association.
+            1 => &[0x04, 0x00, 0x00, 0x00, 0x00, 0x10],
+            _ => &[],
+        };
+        bytes.splice(0..0, prefix.iter().copied());
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    }
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(ok, "{log}");
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(scu.store(&mr_instance(), 1, 1).await.status, 0x0000);
+    scu.assoc.release().await.unwrap();
+    scp.stop().await;
+}
+
+/// pynetdicom proposes MR Image with JPEG extended 12-bit (.51) alone, beside Verification, and
+/// prints each context's result.
+const PROPOSE_12_BIT: &str = r#"
+import json, sys
+from pynetdicom import AE
+ae = AE(ae_title="PYNETDICOM")
+ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.4.51"])
+ae.add_requested_context("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title=sys.argv[2])
+print(json.dumps({
+    "established": assoc.is_established,
+    "accepted": [c.abstract_syntax for c in assoc.accepted_contexts],
+    "rejected": [[c.abstract_syntax, c.result] for c in assoc.rejected_contexts],
+}))
+if assoc.is_established:
+    assoc.release()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_bit_jpeg_proposed_alone_is_refused() {
+    let scp = TestScp::start().await;
+    let out = run("python3", &["-c", PROPOSE_12_BIT, &scp.port(), AE_TITLE]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["established"], true, "{got}");
+    assert_eq!(
+        got["accepted"],
+        serde_json::json!(["1.2.840.10008.1.1"]),
+        "{got}"
+    );
+    // Result 4: transfer syntaxes not supported (PS3.8 §9.3.3.2).
+    assert_eq!(
+        got["rejected"],
+        serde_json::json!([["1.2.840.10008.5.1.4.1.1.4", 4]]),
+        "{got}"
+    );
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_c_store_in_flight_finish() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let cmd = scu::store_command(&inst.sop_class, &inst.sop_instance, 7);
+    scu.send_command(&cmd, 1).await;
+    let half = inst.dataset.len() / 2;
+    scu.send_data(&inst.dataset[..half], 4_000, false).await;
+    scp.request_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New associations are no longer accepted...
+    let (ok, _) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(
+        !ok,
+        "a new association was accepted after shutdown was requested"
+    );
+    // ...but the message in flight completes and is acknowledged only once stored.
+    assert!(
+        !scp.stopped(),
+        "the listener stopped with a C-STORE in flight"
+    );
+    scu.send_data(&inst.dataset[half..], 4_000, true).await;
+    let rsp = scu.response().await;
+    assert_eq!((rsp.responding_to, rsp.status), (7, 0x0000), "{rsp:?}");
+    assert_eq!(scp.instance_count().await, 1);
+    // Between messages the association is then closed and the listener returns.
+    for _ in 0..50 {
+        if scp.stopped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        scp.stopped(),
+        "the listener did not stop after the last message"
+    );
+    drop(scu);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_beyond_the_limit_are_refused_for_now() {
+    let mut cfg = test_config();
+    cfg.max_associations = 1;
+    let scp = TestScp::start_with(cfg).await;
+    let first = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(!ok, "{log}");
+    assert!(log.contains("Rejected Transient"), "{log}");
+    assert!(log.contains("Local Limit Exceeded"), "{log}");
+    first.assoc.release().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(ok, "{log}");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed_by_the_artim_timer() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = test_config();
+    cfg.artim_timeout_secs = 1;
+    let scp = TestScp::start_with(cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(scp.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the SCP kept a silent connection open past its ARTIM timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    scp.stop().await;
+}

@@ -1,0 +1,119 @@
+//! `brainaged reindex` rebuilds, from the spool alone, the index the receiver wrote.
+
+mod ingest_support;
+
+use brainaged::db::Db;
+use ingest_support::{AE_TITLE, TestScp, run, shared_dicom, text};
+
+/// The receiver-written columns of every instance, in a stable order.
+async fn rows(
+    db: &Db,
+) -> Vec<(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<i32>,
+)> {
+    sqlx::query_as(
+        "SELECT sop_instance_uid, sop_class_uid, series_instance_uid, study_instance_uid,
+                spool_path, transfer_syntax, size_bytes, calling_ae, instance_number
+         FROM instances ORDER BY sop_instance_uid",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+async fn series(
+    db: &Db,
+) -> Vec<(
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+)> {
+    sqlx::query_as(
+        "SELECT series_instance_uid, modality, series_number, series_description, image_type
+         FROM series ORDER BY series_instance_uid",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+async fn reindex(spool: &std::path::Path, url: &str) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("reindex")
+        .env("BRAINAGED__SPOOL__DIR", spool)
+        .env("BRAINAGED__DATABASE__URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    (out.status.code(), text(&out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_rebuilds_the_index_from_the_spool() {
+    let scp = TestScp::start().await;
+    let dicom = shared_dicom();
+    let out = run(
+        "/usr/bin/storescu",
+        &[
+            "-aet".as_ref(),
+            "STORESCU".as_ref(),
+            "-aec".as_ref(),
+            AE_TITLE.as_ref(),
+            "+sd".as_ref(),
+            "127.0.0.1".as_ref(),
+            scp.port().as_ref(),
+            dicom.join("ge-dwi-tensor-r2").as_os_str(),
+            dicom.join("philips-enhanced").as_os_str(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let want = rows(&scp.db).await;
+    let want_series = series(&scp.db).await;
+    assert_eq!(want.len(), 15);
+
+    let (fresh, url) = Db::connect_for_test().await.unwrap();
+    let (code, log) = reindex(scp.spool.root(), &url).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("indexed 15, already indexed 0, unreadable 0"),
+        "{log}"
+    );
+    assert_eq!(rows(&fresh).await, want);
+    assert_eq!(series(&fresh).await, want_series);
+
+    // A second run changes nothing; a corrupt file is reported and the rest still checked.
+    std::fs::write(scp.spool.root().join("garbage.dcm"), b"not DICOM at all").unwrap();
+    let (code, log) = reindex(scp.spool.root(), &url).await;
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("indexed 0, already indexed 15, unreadable 1"),
+        "{log}"
+    );
+    assert_eq!(rows(&fresh).await, want);
+
+    fresh.close().await;
+    let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
+        .await
+        .unwrap();
+    let name = url.rsplit('/').next().unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    scp.stop().await;
+}

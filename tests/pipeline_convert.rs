@@ -1,0 +1,153 @@
+//! The daemon converts completed series: classes, outputs and conversion errors end up in the
+//! database, and the volumes it writes match dcm2niix's.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use brainaged::db::Db;
+use brainaged::nifti_io::read_volume;
+use common::*;
+
+const FAST: [(&str, &str); 2] = [
+    ("BRAINAGED__TRACKER__STABLE_AFTER_SECS", "1"),
+    ("BRAINAGED__PIPELINE__POLL_INTERVAL_MS", "100"),
+];
+
+async fn finished_jobs(db: &Db) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('done', 'failed')")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn wait_jobs(db: &Db, n: i64) {
+    for _ in 0..600 {
+        if finished_jobs(db).await >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("jobs did not finish within 60 s");
+}
+
+fn dcm2niix(input: &Path, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let status = Command::new("dcm2niix")
+        .args(["-z", "y", "-f", "%s_%d", "-o"])
+        .arg(out)
+        .arg(input)
+        .output()
+        .expect("dcm2niix (pip install dcm2niix)");
+    assert!(status.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_series_are_converted_and_classified() {
+    let (db, url) = Db::connect_for_test().await.expect("test database");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("derived");
+    let out = out_dir.display().to_string();
+    let mut env = FAST.to_vec();
+    env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
+    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    let t1 = dicom_folder("ge-t1-mprage");
+    let dwi = dicom_folder("ge-dwi-tensor-r2");
+    let sent = storescu(daemon.port, "SCANNER", &[&t1, &dwi]);
+    assert!(sent.status.success());
+    wait_jobs(&db, 2).await;
+
+    let rows = sqlx::query_as::<_, (Option<String>, Option<String>, Option<i32>)>(
+        "SELECT class, convert_error, series_number FROM series ORDER BY series_number",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let classes: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
+    assert!(
+        classes.contains(&Some("t1w")) && classes.contains(&Some("dwi")),
+        "{rows:?}"
+    );
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'failed'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "{}", daemon.log_text());
+
+    // The daemon's T1 volume has dcm2niix's voxels and geometry.
+    let nifti: String =
+        sqlx::query_scalar("SELECT nifti_path FROM conversions WHERE class = 't1w'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let ours = read_volume(Path::new(&nifti)).unwrap();
+    let reference_dir = tmp.path().join("dcm2niix");
+    dcm2niix(&t1, &reference_dir);
+    let reference = std::fs::read_dir(&reference_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .expect("dcm2niix output");
+    let reference = read_volume(&reference).unwrap();
+    assert_eq!(ours.data, reference.data, "voxels differ from dcm2niix");
+    assert!(
+        (ours.affine - reference.affine).abs().max() < 1e-4,
+        "affine differs from dcm2niix"
+    );
+    let dwi_files: (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT bval_path, bvec_path FROM conversions WHERE class = 'dwi'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(
+        dwi_files.0.is_some_and(|p| Path::new(&p).exists()),
+        "bval written"
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_that_cannot_be_converted_records_its_error() {
+    let (db, url) = Db::connect_for_test().await.expect("test database");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &FAST);
+    // A 3-D T1 with a slice missing in the middle.
+    let mut files = dicom_files(&dicom_folder("ge-t1-mprage"));
+    files.sort_by_key(|f| instance_number(f));
+    let missing = files.remove(files.len() / 2);
+    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    assert!(storescu(daemon.port, "SCANNER", &refs).status.success());
+    wait_jobs(&db, 1).await;
+    let (error,): (Option<String>,) = sqlx::query_as("SELECT convert_error FROM series")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        error.is_some(),
+        "missing slice {} not reported",
+        missing.display()
+    );
+    let (state, job_error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM jobs")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "failed", "the job failed: {job_error:?}");
+    assert!(
+        job_error.is_some_and(|e| e.contains("slice")),
+        "the job error names the problem"
+    );
+    assert!(daemon.log_text().contains("job"), "the job is logged");
+    assert!(daemon.terminate().success());
+}
+
+fn instance_number(path: &Path) -> i64 {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(path).unwrap();
+    obj.element(tags::INSTANCE_NUMBER)
+        .ok()
+        .and_then(|e| e.to_int::<i64>().ok())
+        .unwrap_or(0)
+}

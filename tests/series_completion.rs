@@ -1,0 +1,194 @@
+//! Series completion and the job queue against a real PostgreSQL: a series completes after
+//! `stable_after_secs` without instances, a late instance reopens it and a new job version
+//! follows, and concurrent workers never claim the same job.
+
+use std::time::Duration;
+
+use brainaged::db::Db;
+use brainaged::db::instances::InstanceRecord;
+use brainaged::db::jobs::PROCESS_SERIES;
+
+fn record(series: &str, sop: &str) -> InstanceRecord {
+    InstanceRecord {
+        sop_instance_uid: sop.into(),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+        series_instance_uid: series.into(),
+        study_instance_uid: "1.2.3.study".into(),
+        spool_path: format!("x/{sop}.dcm"),
+        transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        size_bytes: 10,
+        calling_ae: "TEST".into(),
+        received_at: chrono::Utc::now(),
+        patient_id: Some("P1".into()),
+        patient_sex: Some("F".into()),
+        modality: Some("MR".into()),
+        ..Default::default()
+    }
+}
+
+async fn count(db: &Db, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stable_series_completes_and_late_instance_reopens() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    for i in 0..3 {
+        db.index_instance(&record("1.2.3.a", &format!("1.2.3.a.{i}")))
+            .await
+            .unwrap();
+    }
+    db.index_instance(&record("1.2.3.b", "1.2.3.b.0"))
+        .await
+        .unwrap();
+    // Re-sending an instance is idempotent: still one row.
+    db.index_instance(&record("1.2.3.a", "1.2.3.a.0"))
+        .await
+        .unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM instances").await, 4);
+
+    assert!(
+        db.complete_stable_series(1).await.unwrap().is_empty(),
+        "nothing is stable yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut done = db.complete_stable_series(1).await.unwrap();
+    done.sort_by(|a, b| a.series_instance_uid.cmp(&b.series_instance_uid));
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].version, 1);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'queued'").await,
+        2
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM studies WHERE state = 'complete'").await,
+        1
+    );
+    assert!(
+        db.complete_stable_series(1).await.unwrap().is_empty(),
+        "completes once"
+    );
+
+    // A late instance reopens series a and its study; the next completion is version 2.
+    db.index_instance(&record("1.2.3.a", "1.2.3.a.late"))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM series WHERE state = 'receiving'").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM studies WHERE state = 'complete'").await,
+        0
+    );
+    assert!(db.complete_stable_series(1).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let done = db.complete_stable_series(1).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].series_instance_uid.as_str(), done[0].version),
+        ("1.2.3.a", 2)
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM studies WHERE state = 'complete'").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_series_still_receiving_never_completes() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    let poller = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut completed = Vec::new();
+            for _ in 0..70 {
+                completed.extend(db.complete_stable_series(1).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            completed
+        })
+    };
+    // One instance every 300 ms for 2.4 s: never a full second of silence.
+    for i in 0..8 {
+        db.index_instance(&record("1.2.3.c", &format!("1.2.3.c.{i}")))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let completed = poller.await.unwrap();
+    assert!(
+        completed.iter().all(|s| s.version == 1) && completed.len() <= 1,
+        "at most the final completion: {completed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = db.complete_stable_series(1).await.unwrap();
+    assert_eq!(
+        completed.len() + later.len(),
+        1,
+        "the series completes exactly once"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_workers_claim_distinct_jobs() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    for s in 0..6 {
+        db.index_instance(&record(&format!("1.2.3.s{s}"), &format!("1.2.3.s{s}.0")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(db.complete_stable_series(1).await.unwrap().len(), 6);
+    let kinds = vec![PROCESS_SERIES.to_string()];
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (db, kinds) = (db.clone(), kinds.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(job) = db.claim_job(&kinds).await.unwrap() {
+                    mine.push(job.id);
+                    db.finish_job(job.id, None).await.unwrap();
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(
+        (before, all.len()),
+        (6, 6),
+        "every job claimed exactly once"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'done'").await,
+        6
+    );
+}
+
+#[tokio::test]
+async fn jobs_left_running_are_requeued() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    db.index_instance(&record("1.2.3.r", "1.2.3.r.0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.complete_stable_series(1).await.unwrap();
+    let kinds = vec![PROCESS_SERIES.to_string()];
+    let job = db.claim_job(&kinds).await.unwrap().expect("a job");
+    assert!(db.claim_job(&kinds).await.unwrap().is_none());
+    // The daemon "dies" here; its successor requeues the job and claims it again.
+    assert_eq!(db.requeue_orphaned_jobs().await.unwrap(), 1);
+    let again = db.claim_job(&kinds).await.unwrap().expect("requeued job");
+    assert_eq!((again.id, again.attempts), (job.id, 2));
+}
