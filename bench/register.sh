@@ -6,7 +6,8 @@
 # Prints per pair the median wall-clock and CPU (user + system, all threads) seconds of each
 # tool and their ratios, and NCC / tissue Dice scored by one script (bench/eval_register.py).
 # On a shared machine the CPU-time ratio is the fair one: wall time depends on the other load.
-# Usage: bash bench/register.sh [RUNS]   (env THREADS, default: all cores)
+# Usage: bash bench/register.sh [RUNS]   (env THREADS, default all cores; PAIRS, default
+# "synthetic siemens-xa30-t1")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -32,7 +33,7 @@ trap 'rm -rf "$work"' EXIT
 dcm2niix -z y -b n -f siemens-xa30-t1 -o "$work" "$shared/dicom/siemens-xa30-t1" > /dev/null
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "threads: $threads, runs: $runs, fixed: ICBM152 2009a at 2 mm"
-for pair in synthetic siemens-xa30-t1; do
+for pair in ${PAIRS:-synthetic siemens-xa30-t1}; do
     moving="$work/$pair.nii.gz"
     : > "$work/ours.t"; : > "$work/ants.t"
     for _ in $(seq "$runs"); do

@@ -174,7 +174,7 @@ fn binarise(volume: &Volume, threshold: f32) -> Volume {
 /// first affine pass the template brain mask, dilated by `margin_mm`, is carried into subject
 /// space, the subject is masked with it, and the affine is estimated again from there, `passes`
 /// times; SyN then runs on the masked subject. This only partly helps: on siemens-xa30-t1 at
-/// 2 mm the propagated mask shrinks from 2.61 L to 2.41 L, against 1.88 L for the template's
+/// 2 mm the propagated mask shrinks from 2.61 L to 2.34 L, against 1.88 L for the template's
 /// own mask. The real fix is a whole-head template ([`Template::load`] with a site's
 /// whole-head MNI152, `passes` 0) or a skull-stripped subject (an external mask).
 #[derive(Debug, Clone, Copy, PartialEq)]

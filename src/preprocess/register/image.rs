@@ -261,9 +261,9 @@ pub fn sample_linear(data: &[f32], dims: &[usize; 3], p: [f32; 3]) -> f32 {
         if !(v >= -0.5 && v <= n as f32 - 0.5) {
             return 0.0;
         }
-        let f = v.floor();
-        let b = f as isize;
-        let t = v - f;
+        // v ≥ −0.5 here, so truncation is floor except on (−0.5, 0); avoids a libm call.
+        let b = v as isize - isize::from(v < 0.0);
+        let t = v - b as f32;
         let lo = b.clamp(0, n as isize - 1) as usize;
         let hi = (b + 1).clamp(0, n as isize - 1) as usize;
         base[a] = lo;
@@ -299,9 +299,8 @@ pub fn trilinear_weights(dims: &[usize; 3], p: [f32; 3]) -> Option<([usize; 8], 
         if !(v >= -0.5 && v <= n as f32 - 0.5) {
             return None;
         }
-        let f = v.floor();
-        let b = f as isize;
-        t[a] = v - f;
+        let b = v as isize - isize::from(v < 0.0);
+        t[a] = v - b as f32;
         lo[a] = b.clamp(0, n as isize - 1) as usize;
         hi[a] = (b + 1).clamp(0, n as isize - 1) as usize;
     }
