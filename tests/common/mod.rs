@@ -44,17 +44,19 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `brainaged serve` on a free port with its spool under `spool`, the database at
-    /// `db_url`, any calling AE accepted, and `extra` environment overrides; waits until it
-    /// accepts connections.
+    /// `db_url` (empty: the embedded private cluster), any calling AE accepted, and `extra`
+    /// environment overrides; waits until it accepts connections.
     pub fn start(spool: &Path, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("BRAINAGED__DICOM__BIND".into(), format!("127.0.0.1:{port}")),
             ("BRAINAGED__DICOM__ACCEPT_ANY_CALLER".into(), "true".into()),
             ("BRAINAGED__SPOOL__DIR".into(), spool.display().to_string()),
-            ("BRAINAGED__DATABASE__URL".into(), db_url.into()),
             ("BRAINAGED__TRACKER__POLL_INTERVAL_MS".into(), "100".into()),
         ];
+        if !db_url.is_empty() {
+            env.push(("BRAINAGED__DATABASE__URL".into(), db_url.into()));
+        }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log = spool.with_extension(format!("daemon-{port}.log"));
         let mut daemon = Daemon {
@@ -70,6 +72,9 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).expect("log directory");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -134,6 +139,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The configuration overrides the daemon runs with, for other commands on its state.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// Everything the daemon logged.
