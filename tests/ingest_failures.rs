@@ -293,6 +293,9 @@ async fn shutdown_lets_the_c_store_in_flight_finish() {
     scu.send_command(&cmd, 1).await;
     let half = inst.dataset.len() / 2;
     scu.send_data(&inst.dataset[..half], 4_000, false).await;
+    // Let the association read what was sent, so the message is in flight on the SCP's side
+    // (not merely in a socket buffer the reactor has not yet seen) when shutdown is requested.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     scp.request_stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New associations are no longer accepted...
