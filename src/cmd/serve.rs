@@ -75,6 +75,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let spool = Spool::open(&config.spool.dir)
         .with_context(|| format!("opening the spool at {}", config.spool.dir.display()))?;
+    // Before the port opens: no row may name a file that a crash kept off the disk.
+    scp::recover::recover(&spool, &db)
+        .await
+        .context("checking the newest index rows against the spool")?;
     let server = scp::Server::bind(&config.dicom, spool, db.clone()).await?;
     let (trigger, shutdown) = shutdown::channel();
     let tracker = tokio::spawn(tracker::run(

@@ -79,3 +79,73 @@ impl Db {
         Ok(reopened)
     }
 }
+
+/// An indexed instance as the start-up check sees it: where its file should be and how big.
+#[derive(Debug, Clone)]
+pub struct IndexedFile {
+    pub sop_instance_uid: String,
+    pub spool_path: String,
+    pub size_bytes: i64,
+}
+
+impl Db {
+    /// The rows indexed within `window` before the newest row: the only rows whose files a crash
+    /// can have lost, because every older file was fsynced before a later row was written.
+    pub async fn recently_indexed(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<Vec<IndexedFile>, DbError> {
+        let secs = window.as_secs_f64();
+        let rows = sqlx::query_as!(
+            IndexedFile,
+            r#"SELECT sop_instance_uid, spool_path, size_bytes FROM instances
+               WHERE indexed_at >= (SELECT max(indexed_at) FROM instances)
+                                   - make_interval(secs => $1)"#,
+            secs,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Removes the row of an instance whose file is not in the spool (its write failed, or a
+    /// crash lost it before it was acknowledged), and the series and study rows it alone had
+    /// created. Returns true when a row was removed.
+    pub async fn forget_instance(
+        &self,
+        sop_instance_uid: &str,
+        spool_path: &str,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query!(
+            r#"DELETE FROM instances WHERE sop_instance_uid = $1 AND spool_path = $2
+               RETURNING series_instance_uid, study_instance_uid"#,
+            sop_instance_uid,
+            spool_path,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = &gone {
+            sqlx::query!(
+                r#"DELETE FROM series s WHERE s.series_instance_uid = $1
+                     AND NOT EXISTS (SELECT 1 FROM instances i
+                                     WHERE i.series_instance_uid = s.series_instance_uid)
+                     AND NOT EXISTS (SELECT 1 FROM jobs j
+                                     WHERE j.series_instance_uid = s.series_instance_uid)"#,
+                row.series_instance_uid,
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                r#"DELETE FROM studies st WHERE st.study_instance_uid = $1
+                     AND NOT EXISTS (SELECT 1 FROM series s
+                                     WHERE s.study_instance_uid = st.study_instance_uid)"#,
+                row.study_instance_uid,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(gone.is_some())
+    }
+}

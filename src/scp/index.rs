@@ -1,11 +1,13 @@
-//! What the receiver needs from the database: recording one stored instance.
+//! What the receiver needs from the database: recording stored instances, and taking back a
+//! row whose file did not make it to the spool.
 //!
-//! A trait rather than a concrete type so that the receiver depends on one operation, not on
+//! A trait rather than a concrete type so that the receiver depends on these operations, not on
 //! the whole database layer; the daemon passes its `crate::db::Db`.
 
 use std::future::Future;
+use std::time::Duration;
 
-use crate::db::instances::InstanceRecord;
+use crate::db::instances::{IndexedFile, InstanceRecord};
 
 /// Why an instance could not be indexed. The receiver answers A700 (out of resources) so that
 /// the sender retries later.
@@ -20,6 +22,19 @@ pub trait InstanceIndex: Send + Sync + 'static {
         &self,
         rec: &InstanceRecord,
     ) -> impl Future<Output = Result<(), IndexError>> + Send;
+
+    /// Removes the row of `sop_instance_uid` if it still names `spool_path`; true if removed.
+    fn forget_instance(
+        &self,
+        sop_instance_uid: &str,
+        spool_path: &str,
+    ) -> impl Future<Output = Result<bool, IndexError>> + Send;
+
+    /// The rows indexed within `window` before the newest one.
+    fn recently_indexed(
+        &self,
+        window: Duration,
+    ) -> impl Future<Output = Result<Vec<IndexedFile>, IndexError>> + Send;
 }
 
 impl InstanceIndex for crate::db::Db {
@@ -27,6 +42,22 @@ impl InstanceIndex for crate::db::Db {
         crate::db::Db::index_instance(self, rec)
             .await
             .map(|_reopened| ())
+            .map_err(|e| IndexError(e.to_string()))
+    }
+
+    async fn forget_instance(
+        &self,
+        sop_instance_uid: &str,
+        spool_path: &str,
+    ) -> Result<bool, IndexError> {
+        crate::db::Db::forget_instance(self, sop_instance_uid, spool_path)
+            .await
+            .map_err(|e| IndexError(e.to_string()))
+    }
+
+    async fn recently_indexed(&self, window: Duration) -> Result<Vec<IndexedFile>, IndexError> {
+        crate::db::Db::recently_indexed(self, window)
+            .await
             .map_err(|e| IndexError(e.to_string()))
     }
 }

@@ -11,6 +11,7 @@ mod echo;
 mod index;
 mod listener;
 mod policy;
+pub mod recover;
 mod store;
 mod wire;
 

@@ -1,7 +1,8 @@
-//! C-STORE: receive → validate → spool durably → index → respond.
+//! C-STORE: receive → validate → (write the spool file ∥ index it) → respond.
 //!
 //! Success is answered only when the instance is both in the spool (fsynced) and committed to
-//! the index. Every other outcome is a failure status the sender can act on, and the
+//! the index; the two durable writes run at the same time (see [`super::recover`] for how a row
+//! whose file failed is taken back). Every other outcome is a failure status the sender can act on, and the
 //! association carries on with the next message: C000 for a dataset that cannot be parsed,
 //! A900 when it is not the instance the command announced or lacks its UIDs, A700 when the
 //! spool or the database fails. With the database unreachable the file may already be in the
@@ -15,11 +16,14 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tracing::{debug, warn};
 
+use tokio::sync::oneshot;
+
 use super::command::{Request, status};
-use super::index::InstanceIndex;
+use super::index::{IndexError, InstanceIndex};
 use super::listener::Service;
-use crate::db::instances::InstanceRecord;
-use crate::spool::{self, Incoming, Spool};
+use super::recover;
+use crate::db::instances::{IndexedFile, InstanceRecord};
+use crate::spool::{self, Incoming, Planned, Spool};
 
 /// A refused C-STORE: the status and a short ErrorComment (no PHI).
 #[derive(Debug)]
@@ -45,6 +49,10 @@ pub(crate) struct Origin<'a> {
 
 /// Handles one C-STORE-RQ whose dataset is `dataset`; returns the status, the response command
 /// set, and the buffer for reuse.
+///
+/// The dataset is parsed on a blocking thread, which then writes the file while this task
+/// indexes the instance: the file's fsync and the database's commit overlap. Success needs both;
+/// when only the index succeeded, [`recover::settle`] takes the row back before answering.
 pub(crate) async fn handle<I: InstanceIndex>(
     svc: &Service<I>,
     req: &Request,
@@ -52,39 +60,107 @@ pub(crate) async fn handle<I: InstanceIndex>(
     dataset: Vec<u8>,
 ) -> (u16, Vec<u8>, Vec<u8>) {
     let started = std::time::Instant::now();
+    let (described, writer) = spawn_writer(svc, req, origin, dataset);
+    let indexed = match described.await {
+        Ok(Ok(rec)) => {
+            let result = svc.index.index_instance(&rec).await;
+            Ok((rec, result))
+        }
+        Ok(Err(refused)) => Err(refused),
+        Err(_) => Err(Failure::new(
+            status::OUT_OF_RESOURCES,
+            "storage task failed",
+        )),
+    };
+    let (written, dataset) = match writer.await {
+        Ok(pair) => pair,
+        Err(e) => (Some(Err(format!("storage task failed: {e}"))), Vec::new()),
+    };
+    let outcome = match (indexed, written) {
+        (Err(refused), _) => Err(refused),
+        (Ok((_, Ok(()))), Some(Ok(()))) => Ok(()),
+        (Ok((rec, index_result)), write_result) => {
+            Err(fail_stored(svc, &rec, index_result, write_result).await)
+        }
+    };
+    respond(req, outcome, started, dataset)
+}
+
+/// Starts the blocking half: parse and describe (sent back at once), then the durable write
+/// (the join handle's result: `None` when nothing was written because the dataset was refused).
+#[allow(clippy::type_complexity)]
+fn spawn_writer<I: InstanceIndex>(
+    svc: &Service<I>,
+    req: &Request,
+    origin: &Origin<'_>,
+    dataset: Vec<u8>,
+) -> (
+    oneshot::Receiver<Result<InstanceRecord, Failure>>,
+    tokio::task::JoinHandle<(Option<Result<(), String>>, Vec<u8>)>,
+) {
+    let (tx, rx) = oneshot::channel();
     let spool = svc.spool.clone();
-    let req_owned = req.clone();
+    let req = req.clone();
     let ae = origin.calling_ae.to_string();
     let ts = origin.transfer_syntax.to_string();
-    let joined = tokio::task::spawn_blocking(move || {
-        let outcome = receive(&spool, &req_owned, &ae, &ts, &dataset);
-        (outcome, dataset)
-    })
-    .await;
-    let (outcome, dataset) = match joined {
-        Ok(pair) => pair,
-        Err(e) => (
-            Err(Failure::new(
-                status::OUT_OF_RESOURCES,
-                format!("storage task failed: {e}"),
-            )),
-            Vec::new(),
-        ),
+    let writer = tokio::task::spawn_blocking(move || {
+        let (rec, planned) = match receive(&spool, &req, &ae, &ts, &dataset) {
+            Ok(pair) => pair,
+            Err(refused) => {
+                let _ = tx.send(Err(refused));
+                return (None, dataset);
+            }
+        };
+        let _ = tx.send(Ok(rec));
+        let written = spool.write(&planned, &dataset).map_err(|e| {
+            warn!(error = %e, "spool write failed");
+            "spool write failed".to_string()
+        });
+        (Some(written), dataset)
+    });
+    (rx, writer)
+}
+
+/// The failure status when the dataset was good but the file or its row did not both land;
+/// a row whose file is not in the spool is taken back first, so nothing unacknowledged stays
+/// indexed.
+async fn fail_stored<I: InstanceIndex>(
+    svc: &Service<I>,
+    rec: &InstanceRecord,
+    index_result: Result<(), IndexError>,
+    write_result: Option<Result<(), String>>,
+) -> Failure {
+    let write_failed = !matches!(write_result, Some(Ok(())));
+    if index_result.is_ok() && write_failed {
+        let row = IndexedFile {
+            sop_instance_uid: rec.sop_instance_uid.clone(),
+            spool_path: rec.spool_path.clone(),
+            size_bytes: rec.size_bytes,
+        };
+        if let Err(e) = recover::settle(&svc.spool, &svc.index, &row).await {
+            // The start-up check settles it if the daemon stops before a retry does.
+            warn!(error = %e, "could not take back the row of a failed write");
+        }
+    }
+    let comment = match (&index_result, write_failed) {
+        (_, true) => "spool write failed".to_string(),
+        (Err(e), false) => e.to_string(),
+        (Ok(()), false) => "storage failed".to_string(),
     };
-    let spooled = started.elapsed();
-    let outcome = match outcome {
-        Ok(rec) => svc
-            .index
-            .index_instance(&rec)
-            .await
-            .map_err(|e| Failure::new(status::OUT_OF_RESOURCES, e.to_string())),
-        Err(f) => Err(f),
-    };
+    Failure::new(status::OUT_OF_RESOURCES, comment)
+}
+
+/// Logs the outcome and builds the response command set.
+fn respond(
+    req: &Request,
+    outcome: Result<(), Failure>,
+    started: std::time::Instant,
+    dataset: Vec<u8>,
+) -> (u16, Vec<u8>, Vec<u8>) {
     match outcome {
         Ok(()) => {
             debug!(
                 sop_instance_uid = %req.affected_sop_instance,
-                spool_us = spooled.as_micros() as u64,
                 total_us = started.elapsed().as_micros() as u64,
                 "stored"
             );
@@ -106,21 +182,20 @@ pub(crate) async fn handle<I: InstanceIndex>(
     }
 }
 
-/// The blocking part: parse, validate, describe, write durably.
+/// The blocking part before any write: parse, validate, describe, and plan the spool file.
 fn receive(
     spool: &Spool,
     req: &Request,
     calling_ae: &str,
     ts_uid: &str,
     dataset: &[u8],
-) -> Result<InstanceRecord, Failure> {
+) -> Result<(InstanceRecord, Planned), Failure> {
     let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
             format!("unknown transfer syntax {ts_uid}"),
         )
     })?;
-    let t0 = std::time::Instant::now();
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -130,9 +205,8 @@ fn receive(
     let mut rec = InstanceRecord::default();
     spool::record::describe(&obj, &mut rec);
     check_matches(req, &rec, &obj)?;
-    tracing::trace!(parse_us = t0.elapsed().as_micros() as u64, "parsed");
-    let stored = spool
-        .store(&Incoming {
+    let planned = spool
+        .plan(&Incoming {
             study_instance_uid: &rec.study_instance_uid,
             series_instance_uid: &rec.series_instance_uid,
             sop_instance_uid: &rec.sop_instance_uid,
@@ -141,16 +215,13 @@ fn receive(
             calling_ae,
             dataset,
         })
-        .map_err(|e| {
-            warn!(error = %e, "spool write failed");
-            Failure::new(status::OUT_OF_RESOURCES, "spool write failed")
-        })?;
-    rec.spool_path = stored.relative_path;
-    rec.size_bytes = stored.size_bytes as i64;
+        .map_err(|e| Failure::new(status::DATASET_DOES_NOT_MATCH, e.to_string()))?;
+    rec.spool_path = planned.stored.relative_path.clone();
+    rec.size_bytes = planned.stored.size_bytes as i64;
     rec.transfer_syntax = ts_uid.to_string();
     rec.calling_ae = calling_ae.trim().to_string();
     rec.received_at = Utc::now();
-    Ok(rec)
+    Ok((rec, planned))
 }
 
 /// The dataset must be the instance the command announced, with the UIDs the spool needs.

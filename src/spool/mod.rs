@@ -16,7 +16,7 @@ mod walk;
 
 pub use meta::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 pub use path::{relative_path, sanitise_uid};
-pub use store::{Incoming, Spool, Stored};
+pub use store::{Incoming, Planned, Spool, Stored};
 pub use walk::walk;
 
 use std::path::PathBuf;

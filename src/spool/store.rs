@@ -24,6 +24,15 @@ pub struct Incoming<'a> {
     pub dataset: &'a [u8],
 }
 
+/// Where an instance goes, decided before anything is written ([`Spool::plan`]).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The path and size it will have once written.
+    pub stored: Stored,
+    /// The file meta group that precedes the dataset.
+    header: Vec<u8>,
+}
+
 /// Where an instance now lives.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -78,6 +87,17 @@ impl Spool {
     /// A second instance with the same UIDs replaces the first atomically (a re-sent instance is
     /// idempotent); readers see either the old or the new file, never a partial one.
     pub fn store(&self, inc: &Incoming<'_>) -> Result<Stored, SpoolError> {
+        let planned = self.plan(inc)?;
+        self.write(&planned, inc.dataset)?;
+        Ok(planned.stored)
+    }
+
+    /// Decides where `inc` goes and encodes its file meta group, touching nothing on disk.
+    ///
+    /// Split from [`write`](Self::write) so that the receiver can index the instance (which
+    /// needs the path and size) while its bytes are still on their way to the disk: the two
+    /// durable writes, the file's and the database's, then overlap instead of adding up.
+    pub fn plan(&self, inc: &Incoming<'_>) -> Result<Planned, SpoolError> {
         for uid in [
             inc.study_instance_uid,
             inc.series_instance_uid,
@@ -92,17 +112,29 @@ impl Spool {
             inc.series_instance_uid,
             inc.sop_instance_uid,
         );
-        let target = self.0.root.join(&relative);
-        let dir = target
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or(SpoolError::Missing("a parent directory"))?;
         let header = meta::encode(&MetaFields {
             sop_class_uid: inc.sop_class_uid,
             sop_instance_uid: inc.sop_instance_uid,
             transfer_syntax: inc.transfer_syntax,
             source_ae: inc.calling_ae,
         });
+        Ok(Planned {
+            stored: Stored {
+                size_bytes: (header.len() + inc.dataset.len()) as u64,
+                relative_path: relative,
+            },
+            header,
+        })
+    }
+
+    /// Writes a planned instance durably: temporary file, fdatasync, rename, directory fsync.
+    /// Blocking: call it from a blocking thread.
+    pub fn write(&self, planned: &Planned, dataset: &[u8]) -> Result<(), SpoolError> {
+        let target = self.0.root.join(&planned.stored.relative_path);
+        let dir = target
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or(SpoolError::Missing("a parent directory"))?;
         self.ensure_dir(&dir)?;
         let tmp = dir.join(format!(
             ".{}.{}.{}.tmp",
@@ -113,18 +145,14 @@ impl Spool {
             std::process::id(),
             self.0.counter.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = write_and_rename(&tmp, &target, &header, inc.dataset);
+        let result = write_and_rename(&tmp, &target, &planned.header, dataset);
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
             // The directory may have been removed behind our back: check again next time.
             self.forget_dir(&dir);
         }
         result?;
-        sync_dir(&dir)?;
-        Ok(Stored {
-            relative_path: relative,
-            size_bytes: (header.len() + inc.dataset.len()) as u64,
-        })
+        sync_dir(&dir)
     }
 
     /// Creates the study and series directories when missing, fsyncing each parent whose
