@@ -26,6 +26,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    quiet_library_backtraces();
     let config = Config::load(args.config.as_deref())?;
     telemetry::init(
         args.log_json || config.logging.json,
@@ -36,6 +37,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps `RUST_BACKTRACE=1` (set on many hosts) from making library errors capture backtraces.
+///
+/// dicom-rs ends every dataset it reads with an end-of-input error, built with a backtrace when
+/// backtraces are enabled: once per received instance, that was a few percent of the receiver's
+/// CPU. `RUST_LIB_BACKTRACE=0` turns off library backtraces only; a panic still prints one.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `serve`, before the runtime or any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
 }
 
 /// Connects to `database.url`, or starts the embedded cluster when it is absent, and applies
