@@ -570,4 +570,26 @@ mod tests {
         ));
         assert!("nonsense".parse::<Recipe>().is_err());
     }
+
+    /// A b0 → T1 transform that shifts by +4 mm along x: a T1 mask voxel at x lands in b0
+    /// space at x − 4 mm, i.e. two 2 mm voxels lower along i.
+    #[test]
+    fn mask_moves_into_b0_space_through_the_rigid_transform() {
+        let mut affine = Matrix4::identity();
+        for a in 0..3 {
+            affine[(a, a)] = 2.0;
+        }
+        let mut t1_mask = Image3::zeros([12, 12, 12], affine);
+        let at = t1_mask.index(6, 5, 5);
+        t1_mask.data[at] = 1.0;
+        let mut b0_to_t1 = Matrix4::identity();
+        b0_to_t1[(0, 3)] = 4.0;
+        let grid = Grid {
+            dims: [12, 12, 12],
+            affine,
+        };
+        let moved = mask_to_b0(&t1_mask, &b0_to_t1, &grid).unwrap();
+        assert_eq!(moved.count(), 1);
+        assert!(moved.inside[t1_mask.index(4, 5, 5)]);
+    }
 }
