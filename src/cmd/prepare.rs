@@ -1,17 +1,26 @@
 //! `brainaged prepare`: run a named model-input recipe and write the tensor as `.npy` plus a QA
 //! picture of its mid-slices.
+//!
+//! Native-space inputs of the BRAID recipes are registered to a template: `--template DIR`
+//! (a site's own, see `preprocess::template` for the folder layout), else the ICBM152 2009a
+//! installed by `scripts/setup.d/45-template.sh`. The brain masks the registration made are
+//! written beside the tensor under `qa/` for a person (or a test) to check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use brainaged::nifti_io::{read_volume, read_volume_f32};
+use brainaged::nifti_io::{read_volume, read_volume_f32, write_volume};
 use brainaged::preprocess::fsl_grad::read_fsl_gradients;
 use brainaged::preprocess::image::Image3;
 use brainaged::preprocess::npy::write_npy;
 use brainaged::preprocess::qa::write_qa_png;
-use brainaged::preprocess::recipe::{self, DwiInput, Recipe, RecipeInputs};
+use brainaged::preprocess::recipe::{
+    self, DwiInput, Recipe, RecipeInputs, TemplateRegistration, braid_template_grid,
+};
+use brainaged::preprocess::template::Template;
+use brainaged::preprocess::template_registration::{RegistrarOptions, TemplateRegistrar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,6 +52,19 @@ pub struct Args {
     /// Inputs are already registered to the template grid: skip registration.
     #[arg(long)]
     in_template_space: bool,
+    /// Template folder for registration: ICBM152 2009a file names, or `t1.nii.gz` with
+    /// optional `brain_mask.nii.gz`, `gm.nii.gz`, `wm.nii.gz` (default: BRAINAGED_TEMPLATE_DIR,
+    /// else ~/.cache/brainaged/templates/icbm152_2009a).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Register against the template block-averaged by this factor (2: a 2 mm template from a
+    /// 1 mm one, ~8× faster; outputs stay on the 1 mm grid).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    registration_shrink: u8,
+    /// Diffusion recipes: keep volumes with b below this (s/mm²; BRAID: 1500). Only for series
+    /// without such a shell; the model was not trained on tensors fitted at higher b.
+    #[arg(long)]
+    shell_max: Option<f64>,
     /// `resample`: output voxel size in mm, "x,y,z" or one number.
     #[arg(long)]
     spacing: Option<String>,
@@ -75,6 +97,33 @@ fn triple<T: std::str::FromStr + Copy>(text: &str) -> anyhow::Result<[T; 3]> {
     }
 }
 
+/// The template registration, loaded only for recipes that register native-space inputs.
+fn registrar(recipe: &Recipe, args: &Args) -> anyhow::Result<Option<TemplateRegistrar>> {
+    if args.in_template_space || matches!(recipe, Recipe::Resample(_)) {
+        return Ok(None);
+    }
+    let dir = args.template.clone().unwrap_or_else(Template::default_dir);
+    let template = Template::load(&dir)
+        .with_context(|| format!("loading the registration template from {}", dir.display()))?;
+    let mut options = RegistrarOptions::new(braid_template_grid());
+    options.shrink = usize::from(args.registration_shrink);
+    Ok(Some(TemplateRegistrar::new(template, options)?))
+}
+
+/// Writes each QA image as `DIR/NAME.nii.gz`.
+fn write_qa_images(dir: &Path, images: &[(&'static str, Image3)]) -> anyhow::Result<()> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, img) in images {
+        let path = dir.join(format!("{name}.nii.gz"));
+        write_volume(&path, &img.to_volume())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut recipe: Recipe = args.recipe.parse()?;
     if let Recipe::Resample(spec) = &mut recipe {
@@ -103,20 +152,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         md: args.md.as_deref().map(image).transpose()?,
         image: args.input.as_deref().map(image).transpose()?,
         in_template_space: args.in_template_space,
+        shell_max: args.shell_max,
     };
-    // Registration joins here when `preprocess::register` provides a TemplateRegistration.
-    let made = recipe::run(&recipe, &inputs, None)?;
+    let registrar = registrar(&recipe, &args)?;
+    let made = recipe::run(
+        &recipe,
+        &inputs,
+        registrar.as_ref().map(|r| r as &dyn TemplateRegistration),
+    )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_npy(&args.out.join("input.npy"), &made.tensor)?;
     let channels: Vec<&Image3> = made.channels.iter().collect();
     write_qa_png(&args.out.join("qa.png"), &channels)?;
+    write_qa_images(&args.out.join("qa"), &made.qa_images)?;
     println!(
         "{}",
         serde_json::json!({
             "recipe": recipe.name(),
             "shape": made.tensor.shape,
             "channels": made.names,
+            "shell_max": args.shell_max,
         })
     );
     Ok(ExitCode::SUCCESS)

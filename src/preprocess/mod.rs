@@ -18,4 +18,5 @@ pub mod recipe;
 pub mod register;
 pub mod resample;
 pub mod template;
+pub mod template_registration;
 pub mod torch_grid;
