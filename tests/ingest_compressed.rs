@@ -2,7 +2,8 @@
 //! lossless .57/.70, JPEG baseline .50, JPEG-LS .80, RLE .5, deflate .1.99) and by pydicom with
 //! pylibjpeg-openjpeg (JPEG 2000 .90/.91), sent by DCMTK storescu proposing each file's own
 //! transfer syntax. The stored file keeps that transfer syntax and decodes (dicom-pixeldata) to
-//! the original pixels (lossless) or to an image of the same geometry (lossy).
+//! the original pixels (lossless) or to an image of the same geometry (lossy). JPEG-LS
+//! near-lossless (.81) is checked on unsigned data against its error bound.
 
 mod ingest_support;
 
@@ -225,5 +226,77 @@ async fn compressed_series_are_stored_as_sent_and_decode() {
             }
         }
     }
+    scp.stop().await;
+}
+
+/// JPEG-LS near-lossless (.81) needs unsigned samples (DCMTK refuses the signed GE series), so
+/// it uses the Siemens Skyra EPI (12 bits stored, unsigned). `dcmcjpls +en` bounds each sample's
+/// error by its default NEAR of 2: the stored file must decode within that bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jpeg_ls_near_lossless_is_stored_as_sent_and_decodes_within_its_bound() {
+    const NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
+    let mut sources: Vec<PathBuf> = walkdir::WalkDir::new(shared_dicom().join("siemens-skyra-epi"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect();
+    sources.sort();
+    sources.truncate(FILES);
+    assert_eq!(sources.len(), FILES, "siemens-skyra-epi files");
+    let work = tempfile::tempdir().unwrap();
+    let scp = TestScp::start().await;
+    let dir = work.path().join("near");
+    std::fs::create_dir(&dir).unwrap();
+    for (i, src) in sources.iter().enumerate() {
+        let dst = dir.join(format!("{i}.dcm"));
+        let out = run(
+            "/usr/bin/dcmcjpls",
+            &["+en".as_ref(), src.as_os_str(), dst.as_os_str()],
+        )
+        .await;
+        assert!(out.status.success(), "dcmcjpls +en: {}", text(&out));
+        assert_eq!(meta_ts(&dst), NEAR_LOSSLESS);
+    }
+    let profile = work.path().join("near.cfg");
+    std::fs::write(&profile, storescu_profile(NEAR_LOSSLESS)).unwrap();
+    let out = run(
+        "/usr/bin/storescu",
+        &[
+            "-v".as_ref(),
+            "-aec".as_ref(),
+            AE_TITLE.as_ref(),
+            "-xf".as_ref(),
+            profile.as_os_str(),
+            "Send".as_ref(),
+            "+sd".as_ref(),
+            "127.0.0.1".as_ref(),
+            scp.port().as_ref(),
+            dir.as_os_str(),
+        ],
+    )
+    .await;
+    let log = text(&out);
+    assert!(out.status.success(), "storescu: {log}");
+    let index = scp.index().await;
+    let mut worst = 0i32;
+    for (i, src) in sources.iter().enumerate() {
+        let (stored, indexed_ts) = &index[&sop_instance(&dir.join(format!("{i}.dcm")))];
+        assert_eq!(indexed_ts, NEAR_LOSSLESS);
+        assert_eq!(meta_ts(stored), NEAR_LOSSLESS);
+        let (want, rows, cols, bits) = decode(src);
+        let (got, got_rows, got_cols, got_bits) = decode(stored);
+        assert_eq!((got_rows, got_cols, got_bits), (rows, cols, bits));
+        assert_eq!(bits, 16);
+        let samples = |b: &[u8]| -> Vec<i32> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32)
+                .collect()
+        };
+        for (g, w) in samples(&got).iter().zip(samples(&want)) {
+            worst = worst.max((g - w).abs());
+        }
+    }
+    assert!(worst <= 2, "near-lossless error {worst} exceeds NEAR = 2");
     scp.stop().await;
 }
