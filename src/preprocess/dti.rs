@@ -149,16 +149,7 @@ impl DwiSeries {
     /// The voxels inside `mask` (all voxels when `None`) of every volume.
     pub fn voxels(&self, mask: Option<&Mask>) -> Result<VoxelSeries, DtiError> {
         let nvox = self.nvox();
-        let voxels: Vec<usize> = match mask {
-            Some(m) if m.dims != self.dims => {
-                return Err(DtiError::MaskGrid {
-                    mask: m.dims,
-                    dwi: self.dims,
-                });
-            }
-            Some(m) => (0..nvox).filter(|&v| m.inside[v]).collect(),
-            None => (0..nvox).collect(),
-        };
+        let voxels = voxels_inside(self.dims, mask)?;
         let mut data = Vec::with_capacity(voxels.len() * self.bvals.len());
         for volume in self.data.chunks_exact(nvox.max(1)) {
             data.extend(voxels.iter().map(|&v| volume[v]));
@@ -171,6 +162,19 @@ impl DwiSeries {
             bvals: self.bvals.clone(),
             bvecs: self.bvecs.clone(),
         })
+    }
+}
+
+/// Flat indices (ascending) of the voxels inside `mask`, or of every voxel when `None`.
+pub fn voxels_inside(dims: [usize; 3], mask: Option<&Mask>) -> Result<Vec<usize>, DtiError> {
+    let nvox = dims[0] * dims[1] * dims[2];
+    match mask {
+        Some(m) if m.dims != dims => Err(DtiError::MaskGrid {
+            mask: m.dims,
+            dwi: dims,
+        }),
+        Some(m) => Ok((0..nvox).filter(|&v| m.inside[v]).collect()),
+        None => Ok((0..nvox).collect()),
     }
 }
 
@@ -213,10 +217,10 @@ pub struct DtiMaps {
 /// The six unique tensor elements in MRtrix order: D11, D22, D33, D12, D13, D23.
 pub type Tensor6 = [f64; 6];
 
-type Design = Vec<SVector<f64, 7>>;
+pub(crate) type Design = Vec<SVector<f64, 7>>;
 
 /// MRtrix's `grad2bmatrix`, negated: one row per volume.
-fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
+pub(crate) fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
     bvals
         .iter()
         .zip(bvecs)
@@ -252,7 +256,8 @@ pub fn fit_voxel(
     first
 }
 
-fn rows(design: &[SVector<f64, 7>]) -> Vec<[f64; 7]> {
+/// The design as plain rows, as [`Fitter`] takes them.
+pub(crate) fn rows(design: &[SVector<f64, 7>]) -> Vec<[f64; 7]> {
     design
         .iter()
         .map(|r| std::array::from_fn(|c| r[c]))
@@ -384,9 +389,8 @@ impl DtiMaps {
 mod tests {
     use super::*;
 
-    /// Signals from a known tensor on a 6-direction + b0 scheme are fitted back exactly.
-    #[test]
-    fn recovers_a_known_tensor() {
+    /// A b=0 and seven b=1000 directions: six non-collinear, enough for a tensor.
+    fn seven_directions() -> (Vec<f64>, Vec<[f64; 3]>) {
         let s = std::f64::consts::FRAC_1_SQRT_2;
         let bvecs = vec![
             [0.0, 0.0, 0.0],
@@ -398,7 +402,15 @@ mod tests {
             [0.0, s, s],
             [s, -s, 0.0],
         ];
-        let bvals = vec![0.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0];
+        let mut bvals = vec![1000.0; 8];
+        bvals[0] = 0.0;
+        (bvals, bvecs)
+    }
+
+    /// Signals from a known tensor on a b0 + 7-direction scheme are fitted back exactly.
+    #[test]
+    fn recovers_a_known_tensor() {
+        let (bvals, bvecs) = seven_directions();
         let d: Tensor6 = [1.7e-3, 0.4e-3, 0.3e-3, 0.1e-3, 0.05e-3, 0.02e-3];
         let design = design_matrix(&bvals, &bvecs);
         let signal: Vec<f64> = design
@@ -428,18 +440,7 @@ mod tests {
     /// not disturb the others.
     #[test]
     fn lanes_are_independent() {
-        let s = std::f64::consts::FRAC_1_SQRT_2;
-        let bvecs = vec![
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 1.0],
-            [s, s, 0.0],
-            [s, 0.0, s],
-            [0.0, s, s],
-            [s, -s, 0.0],
-        ];
-        let bvals = vec![0.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0];
+        let (bvals, bvecs) = seven_directions();
         let design = design_matrix(&bvals, &bvecs);
         // Noisy signals, so that the reweighting changes the solution.
         let voxel = |seed: f64| -> Vec<f64> {

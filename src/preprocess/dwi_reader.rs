@@ -15,7 +15,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::Matrix4;
 use nifti::{Endianness, NiftiHeader, NiftiType};
 
-use super::dti::{DwiSeries, VoxelSeries};
+use super::dti::{DtiError, DwiSeries, VoxelSeries, voxels_inside};
 use super::mask::Mask;
 use super::resample::Grid;
 use crate::volume::GradientTable;
@@ -43,12 +43,8 @@ pub enum DwiReadError {
         volumes: usize,
         entries: usize,
     },
-    #[error("{path}: mask grid {mask:?} differs from the diffusion grid {dwi:?}")]
-    MaskGrid {
-        path: String,
-        mask: [usize; 3],
-        dwi: [usize; 3],
-    },
+    #[error("{path}: {source}")]
+    Mask { path: String, source: DtiError },
 }
 
 /// A diffusion NIfTI whose header has been read and checked against its gradient table: its grid
@@ -158,19 +154,14 @@ impl DwiFile {
 
     /// Every voxel of the kept volumes.
     pub fn read_all(&self) -> Result<DwiSeries, DwiReadError> {
-        let nvox = self.nvox();
-        let mut data = vec![0.0f32; nvox * self.keep.len()];
-        self.stream(|slot, bytes| {
-            let out = &mut data[slot * nvox..(slot + 1) * nvox];
-            decode(bytes, self.kind, self.big, out);
-            self.scale(out);
-        })?;
+        // With every voxel held, the volume-major layouts of the two types coincide.
+        let all = self.read_voxels(None)?;
         Ok(DwiSeries {
-            dims: self.dims,
-            affine: self.affine,
-            data,
-            bvals: self.bvals.clone(),
-            bvecs: self.bvecs.clone(),
+            dims: all.dims,
+            affine: all.affine,
+            data: all.data,
+            bvals: all.bvals,
+            bvecs: all.bvecs,
         })
     }
 
@@ -178,17 +169,10 @@ impl DwiFile {
     /// and a brain mask holds a fifth to a third of the grid, so the series held in memory (and
     /// the page faults of filling it) shrink by as much.
     pub fn read_voxels(&self, mask: Option<&Mask>) -> Result<VoxelSeries, DwiReadError> {
-        let voxels: Vec<usize> = match mask {
-            Some(m) if m.dims == self.dims => (0..self.nvox()).filter(|&v| m.inside[v]).collect(),
-            Some(m) => {
-                return Err(DwiReadError::MaskGrid {
-                    path: self.path.display().to_string(),
-                    mask: m.dims,
-                    dwi: self.dims,
-                });
-            }
-            None => (0..self.nvox()).collect(),
-        };
+        let voxels = voxels_inside(self.dims, mask).map_err(|source| DwiReadError::Mask {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         let n = voxels.len();
         let mut data = vec![0.0f32; n * self.keep.len()];
         self.stream(|slot, bytes| {
@@ -265,25 +249,6 @@ macro_rules! value {
     }};
 }
 
-fn decode(bytes: &[u8], kind: NiftiType, big: bool, out: &mut [f32]) {
-    macro_rules! conv {
-        ($t:ty, $n:expr) => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact($n)) {
-                *o = value!($t, $n, c, big);
-            }
-        };
-    }
-    match kind {
-        NiftiType::Uint8 => out.iter_mut().zip(bytes).for_each(|(o, b)| *o = *b as f32),
-        NiftiType::Int16 => conv!(i16, 2),
-        NiftiType::Uint16 => conv!(u16, 2),
-        NiftiType::Int32 => conv!(i32, 4),
-        NiftiType::Uint32 => conv!(u32, 4),
-        NiftiType::Float32 => conv!(f32, 4),
-        _ => conv!(f64, 8),
-    }
-}
-
 /// Decodes voxels `voxels` (flat indices into one volume) of `bytes` into `out`, in order.
 fn gather(bytes: &[u8], kind: NiftiType, big: bool, voxels: &[usize], out: &mut [f32]) {
     macro_rules! conv {
@@ -311,20 +276,33 @@ mod tests {
     use crate::volume::{Volume, VoxelData};
     use ndarray::ArrayD;
 
+    /// A 4-D series whose voxel (i, j, k) of volume t holds i + 3j + 12k + 24t, written to `path`.
+    fn written_series<T: Copy + 'static>(
+        path: &Path,
+        shape: [usize; 4],
+        convert: fn(usize) -> T,
+        wrap: fn(ArrayD<T>) -> VoxelData,
+        affine: nalgebra::Matrix4<f64>,
+    ) -> Volume {
+        let data = ArrayD::from_shape_fn(shape.to_vec(), |ix| {
+            convert(ix[0] + 3 * ix[1] + 12 * ix[2] + 24 * ix[3])
+        });
+        let volume = Volume {
+            data: wrap(data),
+            affine,
+            meta: Default::default(),
+            gradients: None,
+        };
+        write_volume(path, &volume).unwrap();
+        volume
+    }
+
     #[test]
     fn streamed_series_equals_the_general_reader() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dwi.nii.gz");
-        let data = ArrayD::from_shape_fn(vec![3, 4, 2, 5], |ix| {
-            (ix[0] + 3 * ix[1] + 12 * ix[2] + 24 * ix[3]) as i16
-        });
-        let volume = Volume {
-            data: VoxelData::I16(data),
-            affine: nalgebra::Matrix4::identity() * 2.0,
-            meta: Default::default(),
-            gradients: None,
-        };
-        write_volume(&path, &volume).unwrap();
+        let affine = nalgebra::Matrix4::identity() * 2.0;
+        let volume = written_series(&path, [3, 4, 2, 5], |v| v as i16, VoxelData::I16, affine);
         let grads = GradientTable {
             bvals: vec![0.0, 1000.0, 3000.0, 1000.0, 0.0],
             bvecs: vec![[0.0, 0.0, 1.0]; 5],
@@ -340,16 +318,8 @@ mod tests {
     fn masked_voxels_equal_those_of_the_whole_series() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dwi.nii.gz");
-        let data = ArrayD::from_shape_fn(vec![3, 4, 2, 3], |ix| {
-            (ix[0] + 3 * ix[1] + 12 * ix[2] + 24 * ix[3]) as u16
-        });
-        let volume = Volume {
-            data: VoxelData::U16(data),
-            affine: nalgebra::Matrix4::identity(),
-            meta: Default::default(),
-            gradients: None,
-        };
-        write_volume(&path, &volume).unwrap();
+        let affine = nalgebra::Matrix4::identity();
+        written_series(&path, [3, 4, 2, 3], |v| v as u16, VoxelData::U16, affine);
         let grads = GradientTable {
             bvals: vec![0.0, 1000.0, 1000.0],
             bvecs: vec![[0.0, 0.0, 1.0]; 3],
@@ -368,7 +338,7 @@ mod tests {
         let wrong = Mask::full([3, 4, 1]);
         assert!(matches!(
             file.read_voxels(Some(&wrong)),
-            Err(DwiReadError::MaskGrid { .. })
+            Err(DwiReadError::Mask { .. })
         ));
     }
 }

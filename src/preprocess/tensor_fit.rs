@@ -231,28 +231,20 @@ fn cholesky_solve(a: &mut [Lanes; 28], mut b: [Lanes; 7], ok: &mut [bool; LANES]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::dti;
 
     /// A 30-direction b=1000 scheme plus two b=0, as MRtrix's negated b-matrix rows.
     fn rows() -> Vec<[f64; 7]> {
-        let mut rows = vec![[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]; 2];
+        let mut bvecs = vec![[0.0; 3]; 2];
         for i in 0..30 {
             // Points spread on the sphere (golden-angle spiral).
             let z = 1.0 - (2.0 * i as f64 + 1.0) / 30.0;
             let r = (1.0 - z * z).sqrt();
             let phi = i as f64 * 2.399_963_229_728_653;
-            let g = [r * phi.cos(), r * phi.sin(), z];
-            let b = 1000.0;
-            rows.push([
-                1.0,
-                -b * g[0] * g[0],
-                -b * g[1] * g[1],
-                -b * g[2] * g[2],
-                -2.0 * b * g[0] * g[1],
-                -2.0 * b * g[0] * g[2],
-                -2.0 * b * g[1] * g[2],
-            ]);
+            bvecs.push([r * phi.cos(), r * phi.sin(), z]);
         }
-        rows
+        let bvals: Vec<f64> = (0..32).map(|t| if t < 2 { 0.0 } else { 1000.0 }).collect();
+        dti::rows(&dti::design_matrix(&bvals, &bvecs))
     }
 
     /// The copy the CPU runs (AVX2 where available) agrees with the portable copy on noisy
