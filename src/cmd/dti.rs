@@ -8,12 +8,11 @@ use std::time::Instant;
 use anyhow::Context;
 
 use brainaged::nifti_io::{read_volume_f32, write_volume};
-use brainaged::preprocess::dti::{DEFAULT_ITERATIONS, fit_masked};
-use brainaged::preprocess::dwi_reader::read_dwi;
+use brainaged::preprocess::dti::{DEFAULT_ITERATIONS, fit_voxels};
+use brainaged::preprocess::dwi_reader::DwiFile;
 use brainaged::preprocess::fsl_grad::read_fsl_gradients;
 use brainaged::preprocess::image::Image3;
 use brainaged::preprocess::mask::Mask;
-use brainaged::preprocess::resample::Grid;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,26 +43,30 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let gradients = read_fsl_gradients(&args.bval, &args.bvec)?;
-    let series = read_dwi(&args.dwi, &gradients, args.shell_max)?;
+    let dwi = DwiFile::open(&args.dwi, &gradients, args.shell_max)?;
     let mask = match &args.mask {
         Some(path) => {
             let img = Image3::from_volume(&read_volume_f32(path)?)
                 .with_context(|| format!("{}", path.display()))?;
-            let grid = Grid {
-                dims: series.dims,
-                affine: series.affine,
-            };
-            Some(Mask::onto_grid(&img, &grid)?)
+            Some(Mask::onto_grid(&img, &dwi.grid())?)
         }
         None => None,
     };
-    let maps = fit_masked(&series, mask.as_ref(), args.iterations)?;
+    // The mask is known before the series is decompressed, so only the voxels the fit needs
+    // (inside the mask dilated by one voxel) are kept.
+    let series = dwi.read_voxels(mask.as_ref().map(Mask::dilated).as_ref())?;
+    let maps = fit_voxels(&series, args.iterations)?;
+    let maps = match &mask {
+        Some(m) => maps.within(m),
+        None => maps,
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_volume(&args.out.join("fa.nii.gz"), &maps.fa.to_volume())?;
     write_volume(&args.out.join("md.nii.gz"), &maps.md.to_volume())?;
     tracing::info!(
         volumes = series.bvals.len(),
+        voxels = series.voxels.len(),
         seconds = started.elapsed().as_secs_f64(),
         "dti maps written"
     );

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::image::Image3;
 use super::mask::Mask;
+use super::tensor_fit::{Fitter, LANES, Lanes, Scratch};
 use crate::volume::{GradientTable, Volume, VoxelData};
 
 /// MRtrix's default number of reweightings after the initial weighted fit.
@@ -130,6 +131,53 @@ impl DwiSeries {
     }
 }
 
+/// The voxels a fit needs, volume-major: volume `t` of the `j`-th voxel (flat grid index
+/// `voxels[j]`) is at `data[j + voxels.len() * t]`, so four neighbouring voxels of one volume
+/// are adjacent, as a vectorised fit loads them.
+#[derive(Debug, Clone)]
+pub struct VoxelSeries {
+    pub dims: [usize; 3],
+    pub affine: nalgebra::Matrix4<f64>,
+    /// Flat indices (i fastest) of the voxels held, ascending.
+    pub voxels: Vec<usize>,
+    pub data: Vec<f32>,
+    pub bvals: Vec<f64>,
+    pub bvecs: Vec<[f64; 3]>,
+}
+
+impl DwiSeries {
+    /// The voxels inside `mask` (all voxels when `None`) of every volume.
+    pub fn voxels(&self, mask: Option<&Mask>) -> Result<VoxelSeries, DtiError> {
+        let nvox = self.nvox();
+        let voxels = voxels_inside(self.dims, mask)?;
+        let mut data = Vec::with_capacity(voxels.len() * self.bvals.len());
+        for volume in self.data.chunks_exact(nvox.max(1)) {
+            data.extend(voxels.iter().map(|&v| volume[v]));
+        }
+        Ok(VoxelSeries {
+            dims: self.dims,
+            affine: self.affine,
+            voxels,
+            data,
+            bvals: self.bvals.clone(),
+            bvecs: self.bvecs.clone(),
+        })
+    }
+}
+
+/// Flat indices (ascending) of the voxels inside `mask`, or of every voxel when `None`.
+pub fn voxels_inside(dims: [usize; 3], mask: Option<&Mask>) -> Result<Vec<usize>, DtiError> {
+    let nvox = dims[0] * dims[1] * dims[2];
+    match mask {
+        Some(m) if m.dims != dims => Err(DtiError::MaskGrid {
+            mask: m.dims,
+            dwi: dims,
+        }),
+        Some(m) => Ok((0..nvox).filter(|&v| m.inside[v]).collect()),
+        None => Ok((0..nvox).collect()),
+    }
+}
+
 /// Copies volumes `keep` of a 4-D array into `out` (one flat i-fastest block per volume).
 fn copy_volumes<T: Copy + IntoF32>(array: &ArrayD<T>, keep: &[usize], out: &mut [f32]) {
     let nvox = out.len() / keep.len().max(1);
@@ -169,10 +217,10 @@ pub struct DtiMaps {
 /// The six unique tensor elements in MRtrix order: D11, D22, D33, D12, D13, D23.
 pub type Tensor6 = [f64; 6];
 
-type Design = Vec<SVector<f64, 7>>;
+pub(crate) type Design = Vec<SVector<f64, 7>>;
 
 /// MRtrix's `grad2bmatrix`, negated: one row per volume.
-fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
+pub(crate) fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
     bvals
         .iter()
         .zip(bvecs)
@@ -196,178 +244,24 @@ fn design_matrix(bvals: &[f64], bvecs: &[[f64; 3]]) -> Design {
         .collect()
 }
 
-/// Index of element (r, c), r ≥ c, in a packed lower triangle of a 7 × 7 matrix.
-const fn packed(r: usize, c: usize) -> usize {
-    r * (r + 1) / 2 + c
-}
-
-/// The per-voxel solver with what all voxels share precomputed: design rows and their outer
-/// products (the normal matrix is Σ wᵢ² aᵢaᵢᵀ, so each voxel only scales and sums them).
-pub struct Fitter {
-    rows: Vec<[f64; 7]>,
-    outer: Vec<[f64; 28]>,
-    iterations: usize,
-}
-
-impl Fitter {
-    /// A fitter for one gradient table and MRtrix's `-iter` count.
-    pub fn new(design: &[SVector<f64, 7>], iterations: usize) -> Self {
-        let rows: Vec<[f64; 7]> = design
-            .iter()
-            .map(|r| std::array::from_fn(|c| r[c]))
-            .collect();
-        let outer = rows
-            .iter()
-            .map(|row| {
-                let mut o = [0.0; 28];
-                for r in 0..7 {
-                    for c in 0..=r {
-                        o[packed(r, c)] = row[r] * row[c];
-                    }
-                }
-                o
-            })
-            .collect();
-        Fitter {
-            rows,
-            outer,
-            iterations,
-        }
-    }
-
-    /// Fits one voxel: (ln S0, tensor), or `None` when the signal is all zero or the normal
-    /// equations are singular. `w` and `y` are scratch space reused across voxels.
-    pub fn fit(
-        &self,
-        signal: &[f64],
-        w: &mut Vec<f64>,
-        y: &mut Vec<f64>,
-    ) -> Option<(f64, Tensor6)> {
-        let max = signal.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if max.is_nan() || max <= 0.0 {
-            return None;
-        }
-        let small = 1.0e-6 * max;
-        w.clear();
-        y.clear();
-        for &s in signal {
-            let s = if !s.is_finite() || s < small {
-                small
-            } else {
-                s
-            };
-            w.push(s);
-            y.push(s.ln());
-        }
-        let mut x = [0.0; 7];
-        for it in 0..=self.iterations {
-            let (mut ata, aty) = self.normal_equations(w, y);
-            x = cholesky_solve(&mut ata, aty)?;
-            // MRtrix reweights only when -iter > 1, and the weights after the last solve are
-            // never used, so they are not computed.
-            if self.iterations > 1 && it < self.iterations {
-                for (wi, row) in w.iter_mut().zip(&self.rows) {
-                    let pred: f64 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
-                    *wi = pred.exp();
-                }
-            }
-        }
-        if !x.iter().all(|v| v.is_finite()) {
-            return None;
-        }
-        Some((x[0], [x[1], x[2], x[3], x[4], x[5], x[6]]))
-    }
-}
-
-impl Fitter {
-    /// Σ wᵢ² aᵢaᵢᵀ (packed) and Σ wᵢ² yᵢ aᵢ: the hot loop, vectorised where the CPU allows.
-    fn normal_equations(&self, w: &[f64], y: &[f64]) -> ([f64; 28], [f64; 7]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { normal_equations_avx2(&self.rows, &self.outer, w, y) };
-        }
-        normal_equations_generic(&self.rows, &self.outer, w, y)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn normal_equations_avx2(
-    rows: &[[f64; 7]],
-    outer: &[[f64; 28]],
-    w: &[f64],
-    y: &[f64],
-) -> ([f64; 28], [f64; 7]) {
-    normal_equations_generic(rows, outer, w, y)
-}
-
-#[inline(always)]
-fn normal_equations_generic(
-    rows: &[[f64; 7]],
-    outer: &[[f64; 28]],
-    w: &[f64],
-    y: &[f64],
-) -> ([f64; 28], [f64; 7]) {
-    let mut ata = [0.0; 28];
-    let mut aty = [0.0; 7];
-    for (((row, outer), &wi), &yi) in rows.iter().zip(outer).zip(w).zip(y) {
-        let w2 = wi * wi;
-        for (a, o) in ata.iter_mut().zip(outer) {
-            *a += w2 * o;
-        }
-        let wy = w2 * yi;
-        for (a, r) in aty.iter_mut().zip(row) {
-            *a += wy * r;
-        }
-    }
-    (ata, aty)
-}
-
-/// Solves `A x = b` for a symmetric positive definite 7 × 7 `A` given as a packed lower
-/// triangle (overwritten by its Cholesky factor); `None` when `A` is not positive definite.
-fn cholesky_solve(a: &mut [f64; 28], mut b: [f64; 7]) -> Option<[f64; 7]> {
-    for j in 0..7 {
-        let mut d = a[packed(j, j)];
-        for k in 0..j {
-            d -= a[packed(j, k)] * a[packed(j, k)];
-        }
-        if d.is_nan() || d <= 0.0 {
-            return None;
-        }
-        let d = d.sqrt();
-        a[packed(j, j)] = d;
-        for i in j + 1..7 {
-            let mut v = a[packed(i, j)];
-            for k in 0..j {
-                v -= a[packed(i, k)] * a[packed(j, k)];
-            }
-            a[packed(i, j)] = v / d;
-        }
-    }
-    for i in 0..7 {
-        for k in 0..i {
-            b[i] -= a[packed(i, k)] * b[k];
-        }
-        b[i] /= a[packed(i, i)];
-    }
-    for i in (0..7).rev() {
-        for k in i + 1..7 {
-            b[i] -= a[packed(k, i)] * b[k];
-        }
-        b[i] /= a[packed(i, i)];
-    }
-    Some(b)
-}
-
-/// Fits one voxel with a one-off [`Fitter`] (tests and single voxels; [`fit`] shares one).
+/// Fits one voxel (tests and single voxels; [`fit_voxels`] shares one [`Fitter`]).
 pub fn fit_voxel(
     design: &[SVector<f64, 7>],
     signal: &[f64],
     iterations: usize,
 ) -> Option<(f64, Tensor6)> {
-    Fitter::new(design, iterations).fit(signal, &mut Vec::new(), &mut Vec::new())
+    let fitter = Fitter::new(rows(design), iterations);
+    let lanes: Vec<Lanes> = signal.iter().map(|&s| [s, 0.0, 0.0, 0.0]).collect();
+    let [first, ..] = fitter.fit(&lanes, &mut Scratch::default());
+    first
+}
+
+/// The design as plain rows, as [`Fitter`] takes them.
+pub(crate) fn rows(design: &[SVector<f64, 7>]) -> Vec<[f64; 7]> {
+    design
+        .iter()
+        .map(|r| std::array::from_fn(|c| r[c]))
+        .collect()
 }
 
 /// `tensor2metric -adc`: the mean of the eigenvalues, i.e. trace / 3.
@@ -404,14 +298,14 @@ pub fn fit(
     fit_mask: Option<&Mask>,
     iterations: usize,
 ) -> Result<DtiMaps, DtiError> {
-    if let Some(m) = fit_mask
-        && m.dims != series.dims
-    {
-        return Err(DtiError::MaskGrid {
-            mask: m.dims,
-            dwi: series.dims,
-        });
-    }
+    fit_voxels(&series.voxels(fit_mask)?, iterations)
+}
+
+/// Voxels per parallel task: large enough to amortise scheduling, small enough to balance.
+const BLOCK: usize = 512;
+
+/// Fits every voxel of `series` and returns FA and MD (zero at voxels not held).
+pub fn fit_voxels(series: &VoxelSeries, iterations: usize) -> Result<DtiMaps, DtiError> {
     let nb0 = series
         .bvals
         .iter()
@@ -424,34 +318,48 @@ pub fn fit(
     if ndw < 6 {
         return Err(DtiError::TooFewVolumes(ndw));
     }
-    let fitter = Fitter::new(&design_matrix(&series.bvals, &series.bvecs), iterations);
-    let nvox = series.nvox();
+    let fitter = Fitter::new(
+        rows(&design_matrix(&series.bvals, &series.bvecs)),
+        iterations,
+    );
+    let n = series.voxels.len();
     let nvol = series.bvals.len();
-    let slice = series.dims[0] * series.dims[1];
-    let mut fa = Image3::zeros(series.dims, series.affine);
-    let mut md = Image3::zeros(series.dims, series.affine);
-    fa.data
-        .par_chunks_mut(slice)
-        .zip(md.data.par_chunks_mut(slice))
+    let mut fa_values = vec![0.0f32; n];
+    let mut md_values = vec![0.0f32; n];
+    fa_values
+        .par_chunks_mut(BLOCK)
+        .zip(md_values.par_chunks_mut(BLOCK))
         .enumerate()
-        .for_each(|(k, (fa_slice, md_slice))| {
-            let mut signal = vec![0.0f64; nvol];
-            let (mut w, mut y) = (Vec::with_capacity(nvol), Vec::with_capacity(nvol));
-            for p in 0..slice {
-                let v = k * slice + p;
-                if fit_mask.is_some_and(|m| !m.inside[v]) {
-                    continue;
-                }
+        .for_each(|(block, (fa, md))| {
+            let mut signal = vec![[0.0f64; LANES]; nvol];
+            let mut scratch = Scratch::default();
+            for (g, (fa, md)) in fa.chunks_mut(LANES).zip(md.chunks_mut(LANES)).enumerate() {
+                let first = block * BLOCK + g * LANES;
+                // Lanes past the last voxel stay zero, which the fitter skips.
                 for (t, s) in signal.iter_mut().enumerate() {
-                    *s = series.data[v + nvox * t] as f64;
+                    let volume = &series.data[n * t..n * (t + 1)];
+                    for (l, v) in volume[first..first + fa.len()].iter().enumerate() {
+                        s[l] = f64::from(*v);
+                    }
                 }
-                if let Some((_, d)) = fitter.fit(&signal, &mut w, &mut y) {
-                    fa_slice[p] = fractional_anisotropy(&d) as f32;
-                    md_slice[p] = mean_diffusivity(&d) as f32;
+                let fits = fitter.fit(&signal, &mut scratch);
+                for ((fit, fa), md) in fits.iter().zip(fa.iter_mut()).zip(md.iter_mut()) {
+                    if let Some((_, d)) = fit {
+                        *fa = fractional_anisotropy(d) as f32;
+                        *md = mean_diffusivity(d) as f32;
+                    }
                 }
             }
         });
-    Ok(DtiMaps { fa, md })
+    let mut maps = DtiMaps {
+        fa: Image3::zeros(series.dims, series.affine),
+        md: Image3::zeros(series.dims, series.affine),
+    };
+    for ((&v, &fa), &md) in series.voxels.iter().zip(&fa_values).zip(&md_values) {
+        maps.fa.data[v] = fa;
+        maps.md.data[v] = md;
+    }
+    Ok(maps)
 }
 
 /// BRAID's fit: inside `mask` dilated by one voxel, FA and MD then multiplied by the undilated
@@ -464,19 +372,25 @@ pub fn fit_masked(
     let Some(mask) = mask else {
         return fit(series, None, iterations);
     };
-    let mut maps = fit(series, Some(&mask.dilated()), iterations)?;
-    mask.apply(&mut maps.fa);
-    mask.apply(&mut maps.md);
-    Ok(maps)
+    let maps = fit(series, Some(&mask.dilated()), iterations)?;
+    Ok(maps.within(mask))
+}
+
+impl DtiMaps {
+    /// The maps zeroed outside `mask`.
+    pub fn within(mut self, mask: &Mask) -> Self {
+        mask.apply(&mut self.fa);
+        mask.apply(&mut self.md);
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Signals from a known tensor on a 6-direction + b0 scheme are fitted back exactly.
-    #[test]
-    fn recovers_a_known_tensor() {
+    /// A b=0 and seven b=1000 directions: six non-collinear, enough for a tensor.
+    fn seven_directions() -> (Vec<f64>, Vec<[f64; 3]>) {
         let s = std::f64::consts::FRAC_1_SQRT_2;
         let bvecs = vec![
             [0.0, 0.0, 0.0],
@@ -488,7 +402,15 @@ mod tests {
             [0.0, s, s],
             [s, -s, 0.0],
         ];
-        let bvals = vec![0.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0];
+        let mut bvals = vec![1000.0; 8];
+        bvals[0] = 0.0;
+        (bvals, bvecs)
+    }
+
+    /// Signals from a known tensor on a b0 + 7-direction scheme are fitted back exactly.
+    #[test]
+    fn recovers_a_known_tensor() {
+        let (bvals, bvecs) = seven_directions();
         let d: Tensor6 = [1.7e-3, 0.4e-3, 0.3e-3, 0.1e-3, 0.05e-3, 0.02e-3];
         let design = design_matrix(&bvals, &bvecs);
         let signal: Vec<f64> = design
@@ -512,6 +434,38 @@ mod tests {
         assert!((fa_eig - fractional_anisotropy(&d)).abs() < 1e-12);
         assert!((mean - mean_diffusivity(&d)).abs() < 1e-15);
         assert!(l[0] >= l[1] && l[1] >= l[2]);
+    }
+
+    /// Four voxels fitted together give what each gives alone, and a lane without signal does
+    /// not disturb the others.
+    #[test]
+    fn lanes_are_independent() {
+        let (bvals, bvecs) = seven_directions();
+        let design = design_matrix(&bvals, &bvecs);
+        // Noisy signals, so that the reweighting changes the solution.
+        let voxel = |seed: f64| -> Vec<f64> {
+            (0..8)
+                .map(|t| {
+                    let decay = if t == 0 {
+                        1.0
+                    } else {
+                        (-0.7 - 0.1 * seed).exp()
+                    };
+                    800.0 * decay * (1.0 + 0.05 * (seed * 7.3 + t as f64 * 2.1).sin())
+                })
+                .collect()
+        };
+        let signals = [voxel(1.0), vec![0.0; 8], voxel(2.0), voxel(3.0)];
+        let fitter = Fitter::new(rows(&design), DEFAULT_ITERATIONS);
+        let lanes: Vec<Lanes> = (0..8)
+            .map(|t| std::array::from_fn(|l| signals[l][t]))
+            .collect();
+        let together = fitter.fit(&lanes, &mut Scratch::default());
+        assert!(together[1].is_none());
+        for (l, signal) in signals.iter().enumerate() {
+            assert_eq!(together[l], fit_voxel(&design, signal, DEFAULT_ITERATIONS));
+        }
+        assert!(together[0] != together[2] && together[2].is_some());
     }
 
     #[test]
