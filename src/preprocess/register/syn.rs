@@ -4,10 +4,17 @@
 //!
 //! Both images are pulled into a middle (virtual) space on the fixed grid: the fixed one through
 //! `φf`, the moving one through `φm` after the affine. Each iteration computes the CC gradient
-//! for both sides, scales each update so its largest vector is `gradient_step` voxels, smooths it
-//! with a Gaussian of variance `update_variance` voxels² (ANTs' second SyN parameter is a
-//! variance, so σ = √3 voxels for "3"), composes it into its field and, if `total_variance > 0`,
-//! smooths the total field. Small smooth updates composed keep each field a diffeomorphism.
+//! for both sides, smooths each update with a Gaussian of variance `update_variance` voxels²
+//! (ANTs' second SyN parameter is a variance, so σ = √3 voxels for "3"), then scales it so its
+//! largest vector is `gradient_step` voxels, composes it into its field and, if
+//! `total_variance > 0`, smooths the total field. Small smooth updates composed keep each field a
+//! diffeomorphism. The order matters: smoothing after scaling (as this module once did) shrinks
+//! the step several-fold, and SyN then gains far less per iteration than ANTs does.
+//!
+//! One safeguard ANTs lacks: an update that would take either field's displacement gradient past
+//! [`MAX_FIELD_GRADIENT`] (measured on the level's grid) ends the level. Below it a field cannot
+//! fold and its fixed-point inverse converges; without it, a whole-head subject against the
+//! brain-only template is compressed without bound and the composed transform folds.
 //!
 //! Unlike ANTs, the fields are not inverted at every iteration: warping only needs `φf` and `φm`,
 //! so inverses are computed once at the end, which removes most of the cost. The result is the
@@ -100,7 +107,11 @@ pub fn register_syn(
             let moving_s = smooth_image(moving, sigma);
             let mut history = Vec::with_capacity(iterations);
             for _ in 0..iterations {
-                let value = iterate(&fixed_s, &moving_s, affine, &mut f, &mut m, params)?;
+                let Some(value) = iterate(&fixed_s, &moving_s, affine, &mut f, &mut m, params)?
+                else {
+                    tracing::debug!(level, "SyN level stopped at the regularity limit");
+                    break;
+                };
                 history.push(value);
                 if window_converged(
                     &history,
@@ -141,7 +152,16 @@ pub fn register_syn(
     Ok(SynResult { forward, inverse })
 }
 
-/// One SyN iteration on a level; returns the mean local CC before the update.
+/// Largest displacement gradient (Frobenius norm) either field may reach; see
+/// [`DisplacementField::max_gradient_norm`]. An update that would take a field past it is
+/// dropped and the level ends. Registrations of like images stay far below it (the synthetic
+/// benchmark pair peaks near 0.5); a mismatched pair (a whole head against a brain-only
+/// template) is where the CC update keeps compressing the background until the fields could no
+/// longer be inverted, and the composed transform would fold.
+const MAX_FIELD_GRADIENT: f32 = 0.95;
+
+/// One SyN iteration on a level; returns the mean local CC before the update, or `None`
+/// (fields unchanged) when the update would take a field past [`MAX_FIELD_GRADIENT`].
 fn iterate(
     fixed: &Image,
     moving: &Image,
@@ -149,7 +169,7 @@ fn iterate(
     phi_f: &mut DisplacementField,
     phi_m: &mut DisplacementField,
     params: &SynParams,
-) -> Result<f64, RegisterError> {
+) -> Result<Option<f64>, RegisterError> {
     let grid = phi_f.grid.clone();
     let fixed_w = warp_through(fixed, phi_f, None)?;
     let moving_w = warp_through(moving, phi_m, Some(affine))?;
@@ -161,17 +181,24 @@ fn iterate(
     let spacing = grid.spacing();
     let sigma = params.update_variance.max(0.0).sqrt();
     for update in [&mut update_f, &mut update_m] {
-        scale_to_step(update, &spacing, params.gradient_step as f32);
         smooth_field(update, sigma);
+        scale_to_step(update, &spacing, params.gradient_step as f32);
     }
-    *phi_f = update_f.then(phi_f)?;
-    *phi_m = update_m.then(phi_m)?;
+    let mut next_f = update_f.then(phi_f)?;
+    let mut next_m = update_m.then(phi_m)?;
     if params.total_variance > 0.0 {
         let sigma = params.total_variance.sqrt();
-        smooth_field(phi_f, sigma);
-        smooth_field(phi_m, sigma);
+        smooth_field(&mut next_f, sigma);
+        smooth_field(&mut next_m, sigma);
     }
-    Ok(cc.value)
+    if next_f.max_gradient_norm()? > MAX_FIELD_GRADIENT
+        || next_m.max_gradient_norm()? > MAX_FIELD_GRADIENT
+    {
+        return Ok(None);
+    }
+    *phi_f = next_f;
+    *phi_m = next_m;
+    Ok(Some(cc.value))
 }
 
 /// `out(x) = image(A(x + φ(x)))` on φ's grid (A omitted: identity).

@@ -253,33 +253,67 @@ impl DisplacementField {
     /// Jacobian determinant of `x ↦ x + u(x)` at every voxel (central differences, one-sided at
     /// the border). Positive everywhere means the map folds nowhere.
     pub fn jacobian_determinant(&self) -> Result<Vec<f32>, RegisterError> {
+        let minv = self.index_to_world_derivative()?;
         let d = self.grid.dims;
-        let m = self.grid.affine.fixed_view::<3, 3>(0, 0).into_owned();
-        let minv = m
-            .try_inverse()
-            .ok_or(RegisterError::SingularAffine("field grid"))?;
         let mut out = vec![0f32; self.grid.len()];
         let slab = d[0] * d[1];
         out.par_chunks_mut(slab).enumerate().for_each(|(k, s)| {
             for j in 0..d[1] {
                 for i in 0..d[0] {
-                    // du_c/d(index_a), then chain to world with minv.
-                    let mut di = Matrix3::<f64>::zeros();
-                    for a in 0..3 {
-                        let (lo, hi, span) = neighbours(a, [i, j, k], &d);
-                        for c in 0..3 {
-                            let g = (self.u[c][self.grid.index(hi[0], hi[1], hi[2])]
-                                - self.u[c][self.grid.index(lo[0], lo[1], lo[2])])
-                                as f64;
-                            di[(c, a)] = if span > 0.0 { g / span } else { 0.0 };
-                        }
-                    }
-                    let jac = Matrix3::identity() + di * minv;
+                    let jac = Matrix3::identity() + self.gradient_at([i, j, k], &minv);
                     s[i + d[0] * j] = jac.determinant() as f32;
                 }
             }
         });
         Ok(out)
+    }
+
+    /// The largest Frobenius norm of the displacement gradient `∂u/∂x` over the grid. Below 1,
+    /// `x ↦ x + u(x)` cannot fold (`I + ∂u/∂x` is invertible) and the fixed-point inversion of
+    /// [`DisplacementField::inverse`] is a contraction, so it converges.
+    pub fn max_gradient_norm(&self) -> Result<f32, RegisterError> {
+        let minv = self.index_to_world_derivative()?;
+        let d = self.grid.dims;
+        let max = (0..d[2])
+            .into_par_iter()
+            .map(|k| {
+                let mut max = 0f64;
+                for j in 0..d[1] {
+                    for i in 0..d[0] {
+                        max = max.max(self.gradient_at([i, j, k], &minv).norm());
+                    }
+                }
+                max
+            })
+            .reduce(|| 0.0, f64::max);
+        Ok(max as f32)
+    }
+
+    /// The inverse of the grid's index→world linear part: index derivatives times it give
+    /// world derivatives.
+    fn index_to_world_derivative(&self) -> Result<Matrix3<f64>, RegisterError> {
+        let m = self.grid.affine.fixed_view::<3, 3>(0, 0).into_owned();
+        m.try_inverse()
+            .ok_or(RegisterError::SingularAffine("field grid"))
+    }
+
+    /// `∂u_c/∂x_a` (world) at a voxel: central differences, one-sided at the border.
+    fn gradient_at(&self, at: [usize; 3], minv: &Matrix3<f64>) -> Matrix3<f64> {
+        let d = self.grid.dims;
+        let mut di = Matrix3::<f64>::zeros();
+        for a in 0..3 {
+            let (lo, hi, span) = neighbours(a, at, &d);
+            if span <= 0.0 {
+                continue;
+            }
+            for c in 0..3 {
+                let g = (self.u[c][self.grid.index(hi[0], hi[1], hi[2])]
+                    - self.u[c][self.grid.index(lo[0], lo[1], lo[2])])
+                    as f64;
+                di[(c, a)] = g / span;
+            }
+        }
+        di * minv
     }
 
     /// Writes the field as a float32 NIfTI (i, j, k, 3), components in RAS+ mm.
@@ -550,6 +584,25 @@ mod tests {
             }
         }
         f
+    }
+
+    #[test]
+    fn max_gradient_norm_of_a_linear_field_is_its_matrix_norm() {
+        // u(x) = G x has ∂u/∂x = G everywhere, and differences of a linear function are exact,
+        // on an anisotropic grid and at the border alike.
+        let g = grid();
+        let m = Matrix3::new(0.1, -0.2, 0.05, 0.3, 0.0, -0.1, 0.02, 0.15, -0.25);
+        let mut f = DisplacementField::zeros(g.clone());
+        let d = g.dims;
+        for_each_voxel(&mut f.u, &d, |i, j, k| {
+            let v = m * g.world(i, j, k);
+            [v.x as f32, v.y as f32, v.z as f32]
+        });
+        let got = f.max_gradient_norm().unwrap() as f64;
+        assert!((got - m.norm()).abs() < 1e-4, "{got} vs {}", m.norm());
+        let det = (Matrix3::identity() + m).determinant();
+        let jac = f.jacobian_determinant().unwrap();
+        assert!(jac.iter().all(|j| (*j as f64 - det).abs() < 1e-4));
     }
 
     #[test]
