@@ -107,6 +107,28 @@ fn storescu_profile(ts: &str) -> String {
     )
 }
 
+/// storescu sends every file of `dir` with the association profile `Send` of `profile`.
+async fn send_with_profile(profile: &Path, port: &str, dir: &Path) -> std::process::Output {
+    run(
+        "/usr/bin/storescu",
+        &[
+            "-v".as_ref(),
+            "-aet".as_ref(),
+            "STORESCU".as_ref(),
+            "-aec".as_ref(),
+            AE_TITLE.as_ref(),
+            "-xf".as_ref(),
+            profile.as_os_str(),
+            "Send".as_ref(),
+            "+sd".as_ref(),
+            "127.0.0.1".as_ref(),
+            port.as_ref(),
+            dir.as_os_str(),
+        ],
+    )
+    .await
+}
+
 fn meta_ts(path: &Path) -> String {
     let obj = dicom_object::open_file(path).unwrap();
     obj.meta()
@@ -177,24 +199,7 @@ async fn compressed_series_are_stored_as_sent_and_decode() {
         // the files' syntax.
         let profile = work.path().join(format!("{}.cfg", case.ts));
         std::fs::write(&profile, storescu_profile(case.ts)).unwrap();
-        let out = run(
-            "/usr/bin/storescu",
-            &[
-                "-v".as_ref(),
-                "-aet".as_ref(),
-                "STORESCU".as_ref(),
-                "-aec".as_ref(),
-                AE_TITLE.as_ref(),
-                "-xf".as_ref(),
-                profile.as_os_str(),
-                "Send".as_ref(),
-                "+sd".as_ref(),
-                "127.0.0.1".as_ref(),
-                scp.port().as_ref(),
-                dir.as_os_str(),
-            ],
-        )
-        .await;
+        let out = send_with_profile(&profile, &scp.port(), &dir).await;
         let log = text(&out);
         assert!(out.status.success(), "storescu for {}: {log}", case.ts);
         let acked = log
@@ -260,22 +265,7 @@ async fn jpeg_ls_near_lossless_is_stored_as_sent_and_decodes_within_its_bound() 
     }
     let profile = work.path().join("near.cfg");
     std::fs::write(&profile, storescu_profile(NEAR_LOSSLESS)).unwrap();
-    let out = run(
-        "/usr/bin/storescu",
-        &[
-            "-v".as_ref(),
-            "-aec".as_ref(),
-            AE_TITLE.as_ref(),
-            "-xf".as_ref(),
-            profile.as_os_str(),
-            "Send".as_ref(),
-            "+sd".as_ref(),
-            "127.0.0.1".as_ref(),
-            scp.port().as_ref(),
-            dir.as_os_str(),
-        ],
-    )
-    .await;
+    let out = send_with_profile(&profile, &scp.port(), &dir).await;
     let log = text(&out);
     assert!(out.status.success(), "storescu: {log}");
     let index = scp.index().await;
