@@ -64,22 +64,30 @@ wait_echo() {  # port
     echo "server on port $1 did not answer C-ECHO" >&2; return 1
 }
 
+# Every run writes into a new directory, and nothing is deleted until the end. Deleting a run's
+# thousands of files just before the next run makes the next run's file creations slow for a
+# reason of the benchmark's own making: without a journal, ext4 will not reuse an inode deleted in
+# the last few seconds and scans past every such inode on each allocation (perf: a fifth of all CPU
+# in `recently_deleted`/`find_get_block_common` under openat). A spool does not delete a study's
+# worth of files between two instances.
+run_no=0
 start_server() {  # kind port
     local kind=$1 port=$2
-    rm -rf "$work/out"; mkdir -p "$work/out"
+    run_no=$((run_no + 1))
+    out="$work/out$run_no"; mkdir -p "$out"
     case $kind in
     brainaged)
         local db="brainaged_bench_$$"
         psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
         BRAINAGED__DICOM__BIND=127.0.0.1:$port BRAINAGED__DICOM__ACCEPT_ANY_CALLER=true \
-        BRAINAGED__SPOOL__DIR=$work/out/spool \
+        BRAINAGED__SPOOL__DIR=$out/spool \
         BRAINAGED__DATABASE__URL="${pg_admin%/*}/$db" RUST_LOG=warn \
             "$bin" serve >"$work/server.log" 2>&1 &
         ;;
     storescp-disk1)
-        /usr/bin/storescp -aet BRAINAGED -od "$work/out" "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-disk4)
-        /usr/bin/storescp -aet BRAINAGED --fork -od "$work/out" "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore1)
         /usr/bin/storescp -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore4)
@@ -113,7 +121,7 @@ send() {  # port associations -> prints seconds
 check_brainaged() {  # every instance indexed and spooled
     local db="brainaged_bench_$$" rows files
     rows=$(psql -tA "${pg_admin%/*}/$db" -c "SELECT count(*) FROM instances")
-    files=$(find "$work/out/spool" -name '*.dcm' | wc -l)
+    files=$(find "$out/spool" -name '*.dcm' | wc -l)
     if [ "$rows" != "$count" ] || [ "$files" != "$count" ]; then
         echo "brainaged stored $files files / $rows rows of $count" >&2; exit 1
     fi
