@@ -192,3 +192,63 @@ async fn jobs_left_running_are_requeued() {
     let again = db.claim_job(&kinds).await.unwrap().expect("requeued job");
     assert_eq!((again.id, again.attempts), (job.id, 2));
 }
+
+/// Everything the index holds, as comparable text: instances, series, studies and patients.
+async fn index_state(db: &Db) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(
+        r#"SELECT format('instance %s %s %s %s %s %s', sop_instance_uid, series_instance_uid,
+                         study_instance_uid, spool_path, size_bytes, calling_ae)
+             FROM instances
+           UNION ALL
+           SELECT format('series %s %s %s %s', series_instance_uid, study_instance_uid, state,
+                         modality) FROM series
+           UNION ALL
+           SELECT format('study %s %s', study_instance_uid, state) FROM studies
+           UNION ALL
+           SELECT format('patient %s %s %s', patient_id, patient_name, sex) FROM patients
+           ORDER BY 1"#,
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_group_commit_indexes_exactly_as_one_call_per_instance() {
+    let (one_by_one, _) = Db::connect_for_test().await.expect("test database");
+    let (grouped, _) = Db::connect_for_test().await.expect("test database");
+    // Two series, a re-sent instance within the batch, and a patient whose name arrives late.
+    let mut batch = vec![
+        record("1.2.3.g", "1.2.3.g.0"),
+        record("1.2.3.g", "1.2.3.g.1"),
+        record("1.2.3.h", "1.2.3.h.0"),
+        record("1.2.3.g", "1.2.3.g.0"),
+    ];
+    batch[3].spool_path = "x/resent.dcm".into();
+    batch[2].patient_name = Some("Late^Name".into());
+    for rec in &batch {
+        one_by_one.index_instance(rec).await.unwrap();
+    }
+    assert_eq!(grouped.index_instances(&batch).await.unwrap(), 0);
+    let state = index_state(&grouped).await;
+    assert_eq!(state, index_state(&one_by_one).await);
+    assert!(state.contains(&"instance 1.2.3.g.0 1.2.3.g 1.2.3.study x/resent.dcm 10 TEST".into()));
+    assert_eq!(count(&grouped, "SELECT count(*) FROM instances").await, 3);
+
+    // A batch with a late instance for a completed series reopens it, as one call would.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(grouped.complete_stable_series(1).await.unwrap().len(), 2);
+    let late = [
+        record("1.2.3.g", "1.2.3.g.late"),
+        record("1.2.3.new", "1.2.3.new.0"),
+    ];
+    assert_eq!(grouped.index_instances(&late).await.unwrap(), 1);
+    assert_eq!(
+        count(
+            &grouped,
+            "SELECT count(*) FROM series WHERE state = 'receiving'"
+        )
+        .await,
+        2
+    );
+}

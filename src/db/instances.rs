@@ -80,6 +80,52 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Records several stored instances in one call and one commit: all or none. Each is
+    /// indexed exactly as [`index_instance`](Self::index_instance) would; used by the receiver's
+    /// group commit, where the instances of concurrent associations share a transaction.
+    /// Returns how many reopened a completed series.
+    pub async fn index_instances(&self, recs: &[InstanceRecord]) -> Result<i32, DbError> {
+        // One array per column. Arrays of nullable values are passed `as _`: the macro's check
+        // knows only arrays of non-null elements, while the function takes NULLs in them.
+        let c = |f: fn(&InstanceRecord) -> String| recs.iter().map(f).collect::<Vec<_>>();
+        let o = |f: fn(&InstanceRecord) -> Option<String>| recs.iter().map(f).collect::<Vec<_>>();
+        let reopened = sqlx::query_scalar!(
+            r#"SELECT brainaged_index_instances($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                   $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) AS "reopened!""#,
+            &c(|r| r.sop_instance_uid.clone()),
+            &c(|r| r.sop_class_uid.clone()),
+            &c(|r| r.series_instance_uid.clone()),
+            &c(|r| r.study_instance_uid.clone()),
+            &recs.iter().map(|r| r.instance_number).collect::<Vec<_>>() as _,
+            &c(|r| r.spool_path.clone()),
+            &c(|r| r.transfer_syntax.clone()),
+            &recs.iter().map(|r| r.size_bytes).collect::<Vec<_>>(),
+            &c(|r| r.calling_ae.clone()),
+            &recs.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+            &o(|r| r.patient_id.clone()) as _,
+            &o(|r| r.patient_name.clone()) as _,
+            &o(|r| r.patient_sex.clone()) as _,
+            &recs
+                .iter()
+                .map(|r| r.patient_birth_date)
+                .collect::<Vec<_>>() as _,
+            &o(|r| r.patient_age.clone()) as _,
+            &recs.iter().map(|r| r.study_date).collect::<Vec<_>>() as _,
+            &o(|r| r.study_description.clone()) as _,
+            &o(|r| r.accession_number.clone()) as _,
+            &o(|r| r.modality.clone()) as _,
+            &recs.iter().map(|r| r.series_number).collect::<Vec<_>>() as _,
+            &o(|r| r.series_description.clone()) as _,
+            &o(|r| r.protocol_name.clone()) as _,
+            &o(|r| r.image_type.clone()) as _,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(reopened)
+    }
+}
+
 /// An indexed instance as the start-up check sees it: where its file should be and how big.
 #[derive(Debug, Clone)]
 pub struct IndexedFile {

@@ -23,6 +23,12 @@ pub trait InstanceIndex: Send + Sync + 'static {
         rec: &InstanceRecord,
     ) -> impl Future<Output = Result<(), IndexError>> + Send;
 
+    /// Inserts or replaces the rows of several instances in one transaction: all or none.
+    fn index_instances(
+        &self,
+        recs: &[InstanceRecord],
+    ) -> impl Future<Output = Result<(), IndexError>> + Send;
+
     /// Removes the row of `sop_instance_uid` if it still names `spool_path`; true if removed.
     fn forget_instance(
         &self,
@@ -40,6 +46,13 @@ pub trait InstanceIndex: Send + Sync + 'static {
 impl InstanceIndex for crate::db::Db {
     async fn index_instance(&self, rec: &InstanceRecord) -> Result<(), IndexError> {
         crate::db::Db::index_instance(self, rec)
+            .await
+            .map(|_reopened| ())
+            .map_err(|e| IndexError(e.to_string()))
+    }
+
+    async fn index_instances(&self, recs: &[InstanceRecord]) -> Result<(), IndexError> {
+        crate::db::Db::index_instances(self, recs)
             .await
             .map(|_reopened| ())
             .map_err(|e| IndexError(e.to_string()))

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use super::ScpError;
 use super::association;
 use super::contexts::Negotiator;
+use super::group_commit::GroupCommit;
 use super::index::InstanceIndex;
 use super::policy::AePolicy;
 use crate::config::DicomConfig;
@@ -25,7 +26,9 @@ pub(crate) struct Service<I> {
     pub policy: AePolicy,
     pub negotiator: Negotiator,
     pub spool: Spool,
-    pub index: I,
+    pub index: Arc<I>,
+    /// Commits the rows of concurrent C-STOREs together (see [`GroupCommit`]).
+    pub commits: GroupCommit,
 }
 
 /// The storage SCP: a bound listener ready to [`run`](Server::run).
@@ -41,6 +44,7 @@ impl<I: InstanceIndex> Server<I> {
     /// Binds `cfg.bind`. Binding early lets the caller learn the port (tests bind port 0)
     /// before serving.
     pub async fn bind(cfg: &DicomConfig, spool: Spool, index: I) -> Result<Self, ScpError> {
+        let index = Arc::new(index);
         let listener = TcpListener::bind(cfg.bind)
             .await
             .map_err(|source| ScpError::Bind {
@@ -54,6 +58,7 @@ impl<I: InstanceIndex> Server<I> {
                 policy: AePolicy::new(cfg),
                 negotiator: Negotiator::new(cfg),
                 spool,
+                commits: GroupCommit::start(index.clone()),
                 index,
             }),
             slots: Arc::new(Semaphore::new(cfg.max_associations)),

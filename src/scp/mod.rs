@@ -8,6 +8,7 @@ mod association;
 mod command;
 pub mod contexts;
 mod echo;
+mod group_commit;
 mod index;
 mod listener;
 mod policy;

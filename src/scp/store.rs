@@ -62,10 +62,7 @@ pub(crate) async fn handle<I: InstanceIndex>(
     let started = std::time::Instant::now();
     let (described, writer) = spawn_writer(svc, req, origin, dataset);
     let indexed = match described.await {
-        Ok(Ok(rec)) => {
-            let result = svc.index.index_instance(&rec).await;
-            Ok((rec, result))
-        }
+        Ok(Ok(rec)) => Ok(svc.commits.index(rec).await),
         Ok(Err(refused)) => Err(refused),
         Err(_) => Err(Failure::new(
             status::OUT_OF_RESOURCES,
@@ -137,7 +134,7 @@ async fn fail_stored<I: InstanceIndex>(
             spool_path: rec.spool_path.clone(),
             size_bytes: rec.size_bytes,
         };
-        if let Err(e) = recover::settle(&svc.spool, &svc.index, &row).await {
+        if let Err(e) = recover::settle(&svc.spool, &*svc.index, &row).await {
             // The start-up check settles it if the daemon stops before a retry does.
             warn!(error = %e, "could not take back the row of a failed write");
         }

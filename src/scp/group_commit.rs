@@ -1,0 +1,197 @@
+//! Group commit: the rows of C-STOREs that arrive while an index commit is in flight are
+//! committed together by the next one.
+//!
+//! Why: every acknowledged instance needs a committed row, and a commit costs the database a
+//! transaction, a WAL flush and a round trip of work on both ends. With several associations
+//! sending at once, that per-instance cost competes for the same cores as the senders and the
+//! file writes. Taking whatever queued up during the previous commit and committing it in one
+//! call pays the cost once per batch instead of once per instance. Nothing waits for a batch to
+//! fill: a lone instance (one association, or a quiet moment) is committed as soon as the
+//! previous commit ends, so a single association is no slower than with a commit of its own.
+//!
+//! A batch is all or none. When it fails, its instances are committed one by one, so that one
+//! row the database refuses cannot fail the instances of other associations; only that one
+//! gets the failure status.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::index::{IndexError, InstanceIndex};
+use crate::db::instances::InstanceRecord;
+
+/// The most instances committed by one call; more wait for the next.
+const MAX_BATCH: usize = 64;
+
+/// An instance waiting for its row to be committed, and who to tell.
+struct Pending {
+    rec: InstanceRecord,
+    done: oneshot::Sender<(InstanceRecord, Result<(), IndexError>)>,
+}
+
+/// The handle associations submit rows through; the committing task ends when every handle is
+/// dropped, after answering everything submitted.
+pub(crate) struct GroupCommit {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the committing task on the current runtime.
+    pub fn start<I: InstanceIndex>(index: Arc<I>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(index, rx));
+        Self { tx }
+    }
+
+    /// Indexes `rec`, returning once its row is committed (or not), with the record back.
+    pub async fn index(&self, rec: InstanceRecord) -> (InstanceRecord, Result<(), IndexError>) {
+        let (done, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { rec, done }) {
+            return (p.rec, Err(IndexError("the index is shutting down".into())));
+        }
+        match answer.await {
+            Ok(answered) => answered,
+            // The task answers everything it takes; this is only reachable if it panicked.
+            Err(_) => (
+                InstanceRecord::default(),
+                Err(IndexError("the index task stopped".into())),
+            ),
+        }
+    }
+}
+
+async fn run<I: InstanceIndex>(index: Arc<I>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit(&*index, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Commits one batch and answers each of its instances.
+async fn commit<I: InstanceIndex>(index: &I, batch: Vec<Pending>) {
+    if batch.len() > 1 {
+        let recs: Vec<InstanceRecord> = batch.iter().map(|p| p.rec.clone()).collect();
+        match index.index_instances(&recs).await {
+            Ok(()) => {
+                for p in batch {
+                    let _ = p.done.send((p.rec, Ok(())));
+                }
+                return;
+            }
+            Err(e) => {
+                debug!(batch = batch.len(), error = %e, "group commit failed; committing one by one")
+            }
+        }
+    }
+    for p in batch {
+        let result = index.index_instance(&p.rec).await;
+        let _ = p.done.send((p.rec, result));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use crate::db::instances::IndexedFile;
+
+    /// Records the size of every commit; refuses any commit that contains a UID starting with
+    /// "bad", and is slow enough that concurrent submissions queue behind a commit.
+    #[derive(Default)]
+    struct Recorder {
+        commits: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Recorder {
+        async fn commit(&self, recs: &[InstanceRecord]) -> Result<(), IndexError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if recs.iter().any(|r| r.sop_instance_uid.starts_with("bad")) {
+                return Err(IndexError("refused".into()));
+            }
+            let uids = recs.iter().map(|r| r.sop_instance_uid.clone()).collect();
+            self.commits.lock().unwrap().push(uids);
+            Ok(())
+        }
+    }
+
+    impl InstanceIndex for Recorder {
+        async fn index_instance(&self, rec: &InstanceRecord) -> Result<(), IndexError> {
+            self.commit(std::slice::from_ref(rec)).await
+        }
+        async fn index_instances(&self, recs: &[InstanceRecord]) -> Result<(), IndexError> {
+            self.commit(recs).await
+        }
+        async fn forget_instance(&self, _: &str, _: &str) -> Result<bool, IndexError> {
+            Ok(false)
+        }
+        async fn recently_indexed(&self, _: Duration) -> Result<Vec<IndexedFile>, IndexError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn rec(uid: &str) -> InstanceRecord {
+        InstanceRecord {
+            sop_instance_uid: uid.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Submits `uids` at once and returns each one's result, in order.
+    async fn submit_together(gc: &GroupCommit, uids: &[&str]) -> Vec<(String, bool)> {
+        let answers = futures::future::join_all(uids.iter().map(|u| gc.index(rec(u)))).await;
+        answers
+            .into_iter()
+            .map(|(r, res)| (r.sop_instance_uid, res.is_ok()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn instances_queued_during_a_commit_share_the_next_one() {
+        let index = Arc::new(Recorder::default());
+        let gc = GroupCommit::start(index.clone());
+        let got = submit_together(&gc, &["a", "b", "c", "d", "e"]).await;
+        assert!(got.iter().all(|(_, ok)| *ok), "{got:?}");
+        let commits = index.commits.lock().unwrap().clone();
+        // The first submission is taken alone (or with whatever had queued); the rest queued
+        // behind its commit and share fewer commits than instances.
+        assert!(commits.len() < 5, "{commits:?}");
+        let mut all: Vec<String> = commits.concat();
+        all.sort();
+        assert_eq!(all, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_fails_alone() {
+        let index = Arc::new(Recorder::default());
+        let gc = GroupCommit::start(index.clone());
+        let got = submit_together(&gc, &["a", "b", "bad", "c"]).await;
+        let expected = [("a", true), ("b", true), ("bad", false), ("c", true)];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(u, ok)| (u.to_string(), *ok))
+            .collect();
+        assert_eq!(got, expected);
+        let mut all: Vec<String> = index.commits.lock().unwrap().concat();
+        all.sort();
+        assert_eq!(all, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_lone_instance_is_committed_without_waiting_for_company() {
+        let index = Arc::new(Recorder::default());
+        let gc = GroupCommit::start(index.clone());
+        let started = std::time::Instant::now();
+        let (r, res) = gc.index(rec("alone")).await;
+        assert!(res.is_ok());
+        assert_eq!(r.sop_instance_uid, "alone");
+        // One 20 ms commit, not a wait for a batch to fill.
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(
+            index.commits.lock().unwrap().clone(),
+            vec![vec!["alone".to_string()]]
+        );
+    }
+}
