@@ -1,11 +1,11 @@
 //! Writing one instance durably.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::SpoolError;
 use super::meta::{self, MetaFields};
@@ -49,8 +49,9 @@ pub struct Spool(Arc<Inner>);
 struct Inner {
     root: PathBuf,
     /// Series directories already created and made durable, so that the common case (another
-    /// instance of a known series) costs no directory checks.
-    durable_dirs: Mutex<HashSet<PathBuf>>,
+    /// instance of a known series) costs no directory checks; each with the fsyncs its writers
+    /// share.
+    dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
     /// Makes temporary names unique between concurrent writers of the same SOP instance.
     counter: AtomicU64,
 }
@@ -67,7 +68,7 @@ impl Spool {
         }
         Ok(Spool(Arc::new(Inner {
             root,
-            durable_dirs: Mutex::new(HashSet::new()),
+            dirs: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         })))
     }
@@ -135,7 +136,7 @@ impl Spool {
             .parent()
             .map(Path::to_path_buf)
             .ok_or(SpoolError::Missing("a parent directory"))?;
-        self.ensure_dir(&dir)?;
+        let dir_sync = self.ensure_dir(&dir)?;
         let tmp = dir.join(format!(
             ".{}.{}.{}.tmp",
             target
@@ -152,14 +153,14 @@ impl Spool {
             self.forget_dir(&dir);
         }
         result?;
-        sync_dir(&dir)
+        dir_sync.after_rename(&dir)
     }
 
     /// Creates the study and series directories when missing, fsyncing each parent whose
     /// entries changed, so that a durable file is never orphaned by a lost directory entry.
-    fn ensure_dir(&self, series_dir: &Path) -> Result<(), SpoolError> {
-        if self.known(series_dir) {
-            return Ok(());
+    fn ensure_dir(&self, series_dir: &Path) -> Result<Arc<DirSync>, SpoolError> {
+        if let Some(known) = lock(&self.0.dirs).get(series_dir) {
+            return Ok(known.clone());
         }
         let mut chain = Vec::new();
         let mut cur = series_dir;
@@ -181,25 +182,79 @@ impl Spool {
                 Err(e) => return Err(SpoolError::io(dir, e)),
             }
         }
-        if let Ok(mut set) = self.0.durable_dirs.lock() {
-            set.insert(series_dir.to_path_buf());
-        }
-        Ok(())
-    }
-
-    fn known(&self, dir: &Path) -> bool {
-        self.0
-            .durable_dirs
-            .lock()
-            .map(|set| set.contains(dir))
-            .unwrap_or(false)
+        let sync = lock(&self.0.dirs)
+            .entry(series_dir.to_path_buf())
+            .or_default()
+            .clone();
+        Ok(sync)
     }
 
     fn forget_dir(&self, dir: &Path) {
-        if let Ok(mut set) = self.0.durable_dirs.lock() {
-            set.remove(dir);
-        }
+        lock(&self.0.dirs).remove(dir);
     }
+}
+
+/// The directory fsyncs of one directory, shared between concurrent writers.
+///
+/// A directory fsync makes durable every entry changed before it started. When several
+/// associations write into one series at once, a writer whose rename lands while another
+/// writer's fsync is running waits for that fsync to end and then runs one more for everybody
+/// who queued meanwhile, instead of each writer paying its own. A lone writer runs its fsync at
+/// once, exactly as before.
+#[derive(Default)]
+struct DirSync {
+    state: Mutex<SyncState>,
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Renames completed in the directory, counted.
+    renamed: u64,
+    /// The count of renames that a completed fsync has made durable.
+    durable: u64,
+    /// An fsync of the directory is running.
+    running: bool,
+}
+
+impl DirSync {
+    /// Returns once a directory fsync that started after the caller's rename has succeeded.
+    /// An fsync that fails is reported to the writer who ran it; the writers waiting on it run
+    /// their own.
+    fn after_rename(&self, dir: &Path) -> Result<(), SpoolError> {
+        self.shared(|| sync_dir(dir))
+    }
+
+    /// [`after_rename`](Self::after_rename) with the fsync given.
+    fn shared(&self, fsync: impl Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
+        let mut st = lock(&self.state);
+        st.renamed += 1;
+        let mine = st.renamed;
+        while st.durable < mine {
+            if st.running {
+                st = self.finished.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.running = true;
+            let covers = st.renamed;
+            drop(st);
+            let result = fsync();
+            st = lock(&self.state);
+            st.running = false;
+            if result.is_ok() {
+                st.durable = st.durable.max(covers);
+            }
+            self.finished.notify_all();
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means another writer panicked; the data it guards stays consistent
+/// (counters and a cache), so carry on with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Temporary file → data on disk → atomic rename. The caller fsyncs the directory afterwards.
@@ -229,4 +284,63 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| SpoolError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// Runs `writers` threads that "rename" at the same moment and then wait for durability
+    /// through `sync`, whose fsync takes 20 ms and fails on the calls listed in `failing`.
+    /// Returns how many fsyncs ran and each writer's result.
+    fn concurrent_writers(writers: usize, failing: &[usize]) -> (usize, Vec<bool>) {
+        let sync = DirSync::default();
+        let calls = AtomicUsize::new(0);
+        let barrier = Barrier::new(writers);
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        sync.shared(|| {
+                            let call = calls.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            match failing.contains(&call) {
+                                true => Err(SpoolError::Missing("a disk")),
+                                false => Ok(()),
+                            }
+                        })
+                        .is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        (calls.load(Ordering::SeqCst), results)
+    }
+
+    #[test]
+    fn concurrent_renames_share_directory_fsyncs() {
+        let (fsyncs, results) = concurrent_writers(8, &[]);
+        assert!(results.iter().all(|ok| *ok));
+        // The first writer's fsync, then at most one more for all who renamed meanwhile (a
+        // writer that reached the lock late may need a third).
+        assert!(fsyncs < 8, "{fsyncs} fsyncs for 8 writers");
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_only_its_runner_and_the_others_retry() {
+        let (fsyncs, results) = concurrent_writers(4, &[0]);
+        assert_eq!(results.iter().filter(|ok| !**ok).count(), 1, "{results:?}");
+        assert!(fsyncs >= 2);
+    }
+
+    #[test]
+    fn a_lone_writer_runs_its_own_fsync() {
+        let (fsyncs, results) = concurrent_writers(1, &[]);
+        assert_eq!((fsyncs, results), (1, vec![true]));
+    }
 }
