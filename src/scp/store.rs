@@ -10,7 +10,6 @@
 //! `brainaged reindex` indexes any such file.
 
 use chrono::Utc;
-use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -23,7 +22,9 @@ use super::index::{IndexError, InstanceIndex};
 use super::listener::Service;
 use super::recover;
 use crate::db::instances::{IndexedFile, InstanceRecord};
-use crate::spool::{self, Incoming, Planned, Spool};
+use crate::spool::record;
+use crate::spool::scan;
+use crate::spool::{Incoming, Planned, Spool};
 
 /// A refused C-STORE: the status and a short ErrorComment (no PHI).
 #[derive(Debug)]
@@ -179,7 +180,7 @@ fn respond(
     }
 }
 
-/// The blocking part before any write: parse, validate, describe, and plan the spool file.
+/// The blocking part before any write: check, describe, and plan the spool file.
 fn receive(
     spool: &Spool,
     req: &Request,
@@ -187,6 +188,39 @@ fn receive(
     ts_uid: &str,
     dataset: &[u8],
 ) -> Result<(InstanceRecord, Planned), Failure> {
+    let rec = describe(ts_uid, dataset)?;
+    check_matches(req, &rec)?;
+    let planned = spool
+        .plan(&Incoming {
+            study_instance_uid: &rec.study_instance_uid,
+            series_instance_uid: &rec.series_instance_uid,
+            sop_instance_uid: &rec.sop_instance_uid,
+            sop_class_uid: &rec.sop_class_uid,
+            transfer_syntax: ts_uid,
+            calling_ae,
+            dataset,
+        })
+        .map_err(|e| Failure::new(status::DATASET_DOES_NOT_MATCH, e.to_string()))?;
+    let mut rec = rec;
+    rec.spool_path = planned.stored.relative_path.clone();
+    rec.size_bytes = planned.stored.size_bytes as i64;
+    rec.transfer_syntax = ts_uid.to_string();
+    rec.calling_ae = calling_ae.trim().to_string();
+    rec.received_at = Utc::now();
+    Ok((rec, planned))
+}
+
+/// Checks the dataset's structure and reads the attributes the index needs: by the scan when it
+/// can read the dataset, else by the full parser, which decides whether it is unreadable (C000).
+fn describe(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
+    let mut rec = InstanceRecord::default();
+    if let Some(encoding) = scan_encoding(ts_uid)
+        && let Ok(scanned) = scan::scan(dataset, encoding, &record::DESCRIBED)
+        && let Some(values) = record::ScannedText::new(&scanned)
+    {
+        record::describe(&values, &mut rec);
+        return Ok(rec);
+    }
     let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -199,35 +233,28 @@ fn receive(
             format!("unparseable dataset: {e}"),
         )
     })?;
-    let mut rec = InstanceRecord::default();
-    spool::record::describe(&obj, &mut rec);
-    check_matches(req, &rec, &obj)?;
-    let planned = spool
-        .plan(&Incoming {
-            study_instance_uid: &rec.study_instance_uid,
-            series_instance_uid: &rec.series_instance_uid,
-            sop_instance_uid: &rec.sop_instance_uid,
-            sop_class_uid: &rec.sop_class_uid,
-            transfer_syntax: ts_uid,
-            calling_ae,
-            dataset,
-        })
-        .map_err(|e| Failure::new(status::DATASET_DOES_NOT_MATCH, e.to_string()))?;
-    rec.spool_path = planned.stored.relative_path.clone();
-    rec.size_bytes = planned.stored.size_bytes as i64;
-    rec.transfer_syntax = ts_uid.to_string();
-    rec.calling_ae = calling_ae.trim().to_string();
-    rec.received_at = Utc::now();
-    Ok((rec, planned))
+    record::describe(&obj, &mut rec);
+    Ok(rec)
+}
+
+/// How the scan reads a dataset of this transfer syntax; `None` for those it cannot (deflate,
+/// big endian): the full parser reads those.
+fn scan_encoding(ts_uid: &str) -> Option<scan::Encoding> {
+    const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+    const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+    const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+    match ts_uid {
+        IMPLICIT_LE => Some(scan::Encoding::ImplicitVrLittleEndian),
+        DEFLATED | EXPLICIT_BE => None,
+        // Explicit VR little endian, and every encapsulated (compressed) syntax, whose
+        // datasets are explicit VR little endian too.
+        _ => Some(scan::Encoding::ExplicitVrLittleEndian),
+    }
 }
 
 /// The dataset must be the instance the command announced, with the UIDs the spool needs.
-fn check_matches(
-    req: &Request,
-    rec: &InstanceRecord,
-    obj: &InMemDicomObject,
-) -> Result<(), Failure> {
-    if obj.get(tags::SOP_INSTANCE_UID).is_none() || rec.sop_instance_uid.is_empty() {
+fn check_matches(req: &Request, rec: &InstanceRecord) -> Result<(), Failure> {
+    if rec.sop_instance_uid.is_empty() {
         return Err(Failure::new(
             status::DATASET_DOES_NOT_MATCH,
             "no SOP Instance UID",

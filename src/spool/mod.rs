@@ -11,6 +11,7 @@
 mod meta;
 mod path;
 pub mod record;
+pub mod scan;
 mod store;
 mod walk;
 

@@ -1,7 +1,9 @@
 //! What the index records about an instance, read from its dataset.
 //!
-//! The receiver fills an [`InstanceRecord`] from the dataset it has just parsed; `reindex` does
-//! the same from a spool file, so both paths share [`describe`].
+//! The receiver fills an [`InstanceRecord`] from the values its scan of the dataset found
+//! ([`super::scan`]), or from the parsed object when the scan could not read it; `reindex` does
+//! the same from a spool file. All of them share [`describe`], which reads through
+//! [`Attributes`], so the two sources cannot drift apart.
 
 use std::path::Path;
 
@@ -12,10 +14,104 @@ use dicom_object::{InMemDicomObject, OpenFileOptions};
 use super::{Spool, SpoolError};
 use crate::db::instances::InstanceRecord;
 use dicom_core::Tag;
+use dicom_encoding::text::{DefaultCharacterSetCodec, SpecificCharacterSet, TextCodec};
+
+use super::scan::Scanned;
+
+/// The top-level attributes [`describe`] reads, for a scan to collect.
+pub const DESCRIBED: [Tag; 19] = [
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::SOP_INSTANCE_UID,
+    tags::SOP_CLASS_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::STUDY_INSTANCE_UID,
+    tags::PATIENT_ID,
+    tags::PATIENT_NAME,
+    tags::PATIENT_SEX,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_AGE,
+    tags::STUDY_DATE,
+    tags::STUDY_DESCRIPTION,
+    tags::ACCESSION_NUMBER,
+    tags::MODALITY,
+    tags::SERIES_NUMBER,
+    tags::SERIES_DESCRIPTION,
+    tags::PROTOCOL_NAME,
+    tags::IMAGE_TYPE,
+    tags::INSTANCE_NUMBER,
+];
+
+/// A source of attribute values as text: multiple values joined by a backslash, each without
+/// its trailing padding.
+pub trait Attributes {
+    /// The value of `tag` as text, or `None` when absent or not decodable.
+    fn raw_text(&self, tag: Tag) -> Option<String>;
+}
+
+impl Attributes for InMemDicomObject {
+    fn raw_text(&self, tag: Tag) -> Option<String> {
+        Some(self.get(tag)?.to_str().ok()?.into_owned())
+    }
+}
+
+/// A scan's raw values, decoded the way the parser decodes them: the character set of the
+/// first value of (0008,0005) for text, the default repertoire for AE, AS, CS and UR.
+pub struct ScannedText<'a> {
+    scanned: &'a Scanned<'a>,
+    charset: SpecificCharacterSet,
+}
+
+impl<'a> ScannedText<'a> {
+    /// `None` when the dataset declares a character set that only the full parser handles
+    /// (ISO 2022 code extensions, which switch sets within a value).
+    pub fn new(scanned: &'a Scanned<'a>) -> Option<Self> {
+        let declared = scanned
+            .get(tags::SPECIFIC_CHARACTER_SET)
+            .map(|raw| String::from_utf8_lossy(raw).into_owned())
+            .unwrap_or_default();
+        if declared.contains("2022") {
+            return None;
+        }
+        let first = declared.split('\\').next().unwrap_or("");
+        let charset =
+            SpecificCharacterSet::from_code(first.trim_matches(['\0', ' '])).unwrap_or_default();
+        Some(Self { scanned, charset })
+    }
+}
+
+impl Attributes for ScannedText<'_> {
+    fn raw_text(&self, tag: Tag) -> Option<String> {
+        let value = self.scanned.value(tag)?;
+        // The VRs whose text the parser decodes in the default repertoire whatever the declared
+        // character set; in implicit VR, those of the attributes we read.
+        let plain = matches!(
+            value.vr.as_ref().map(|v| &v[..]),
+            Some(b"AE" | b"AS" | b"CS" | b"UR")
+        ) || (value.vr.is_none()
+            && matches!(
+                tag,
+                tags::PATIENT_SEX
+                    | tags::MODALITY
+                    | tags::IMAGE_TYPE
+                    | tags::PATIENT_AGE
+                    | tags::SPECIFIC_CHARACTER_SET
+            ));
+        let values: Option<Vec<String>> = value
+            .bytes
+            .split(|b| *b == b'\\')
+            .map(|part| match plain {
+                true => DefaultCharacterSetCodec.decode(part).ok(),
+                false => self.charset.decode(part).ok(),
+            })
+            .map(|v| v.map(|s| s.trim_end_matches([' ', '\0']).to_string()))
+            .collect();
+        Some(values?.join("\\"))
+    }
+}
 
 /// Fills the UIDs and the descriptive attributes of `rec` from a dataset. Attributes that are
 /// absent or unreadable stay `None`: later stages decide what they need.
-pub fn describe(obj: &InMemDicomObject, rec: &mut InstanceRecord) {
+pub fn describe<A: Attributes + ?Sized>(obj: &A, rec: &mut InstanceRecord) {
     rec.sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
     rec.sop_class_uid = text(obj, tags::SOP_CLASS_UID).unwrap_or_default();
     rec.series_instance_uid = text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
@@ -48,7 +144,7 @@ pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolErro
         })?;
     let md = std::fs::metadata(path).map_err(|e| SpoolError::io(path, e))?;
     let mut rec = InstanceRecord::default();
-    describe(&obj, &mut rec);
+    describe(&*obj, &mut rec);
     let meta = obj.meta();
     if rec.sop_instance_uid.is_empty() {
         rec.sop_instance_uid = trim(meta.media_storage_sop_instance_uid());
@@ -83,18 +179,18 @@ fn trim(s: &str) -> String {
     s.trim_matches(['\0', ' ']).to_string()
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let value = obj.get(tag)?.to_str().ok()?;
+fn text<A: Attributes + ?Sized>(obj: &A, tag: Tag) -> Option<String> {
+    let value = obj.raw_text(tag)?;
     let value = value.trim_matches(['\0', ' ']);
     (!value.is_empty()).then(|| value.to_string())
 }
 
-fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
+fn int<A: Attributes + ?Sized>(obj: &A, tag: Tag) -> Option<i32> {
     text(obj, tag)?.split('\\').next()?.trim().parse().ok()
 }
 
 /// A DA value; old ACR-NEMA style `YYYY.MM.DD` is accepted too.
-fn date(obj: &InMemDicomObject, tag: Tag) -> Option<NaiveDate> {
+fn date<A: Attributes + ?Sized>(obj: &A, tag: Tag) -> Option<NaiveDate> {
     let raw: String = text(obj, tag)?
         .chars()
         .filter(char::is_ascii_digit)

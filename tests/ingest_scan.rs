@@ -1,0 +1,131 @@
+//! The receiver's dataset scan (`spool::scan`) against the full dicom-rs parser, on every real
+//! instance of the reference set: the scan must describe each instance exactly as the parsed
+//! object does (so the index cannot depend on which path read it), in both encodings it reads,
+//! and must never accept a truncated dataset that the parser refuses.
+
+mod common;
+
+use brainaged::db::instances::InstanceRecord;
+use brainaged::spool::record::{self, ScannedText};
+use brainaged::spool::scan::{self, Encoding};
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+/// A part-10 file's dataset bytes (after the file meta group) and its transfer syntax.
+fn dataset_of(path: &std::path::Path) -> (Vec<u8>, String) {
+    let meta = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PATIENT_NAME)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .meta()
+        .clone();
+    let bytes = std::fs::read(path).unwrap();
+    // Preamble, magic, the group length element, then the rest of the meta group.
+    let start = 132 + 12 + meta.information_group_length as usize;
+    let ts = meta.transfer_syntax().trim_end_matches('\0').to_string();
+    (bytes[start..].to_vec(), ts)
+}
+
+fn encoding_of(ts: &str) -> Option<Encoding> {
+    match ts {
+        "1.2.840.10008.1.2" => Some(Encoding::ImplicitVrLittleEndian),
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2" => None,
+        _ => Some(Encoding::ExplicitVrLittleEndian),
+    }
+}
+
+fn parsed(dataset: &[u8], ts: &str) -> Option<InMemDicomObject> {
+    let ts = TransferSyntaxRegistry.get(ts)?;
+    InMemDicomObject::read_dataset_with_ts(dataset, ts).ok()
+}
+
+fn by_parser(obj: &InMemDicomObject) -> String {
+    let mut rec = InstanceRecord::default();
+    record::describe(obj, &mut rec);
+    format!("{rec:?}")
+}
+
+fn by_scan(dataset: &[u8], encoding: Encoding) -> Result<String, String> {
+    let scanned = scan::scan(dataset, encoding, &record::DESCRIBED).map_err(|e| e.to_string())?;
+    let text = ScannedText::new(&scanned).ok_or("character set left to the parser")?;
+    let mut rec = InstanceRecord::default();
+    record::describe(&text, &mut rec);
+    Ok(format!("{rec:?}"))
+}
+
+#[test]
+fn the_scan_describes_every_reference_instance_as_the_parser_does() {
+    let files = common::dicom_files(&common::shared_dir().join("dicom"));
+    assert!(
+        files.len() > 1000,
+        "reference set too small: {}",
+        files.len()
+    );
+    let mut compared = 0;
+    let mut implicit = 0;
+    for (i, path) in files.iter().enumerate() {
+        let (dataset, ts) = dataset_of(path);
+        let Some(encoding) = encoding_of(&ts) else {
+            continue;
+        };
+        let obj = parsed(&dataset, &ts).unwrap_or_else(|| panic!("{}", path.display()));
+        let expected = by_parser(&obj);
+        let got = by_scan(&dataset, encoding)
+            .unwrap_or_else(|e| panic!("{}: scan refused: {e}", path.display()));
+        assert_eq!(got, expected, "{}", path.display());
+        compared += 1;
+        // Every tenth instance again in implicit VR, the encoding without VRs in the headers.
+        if i % 10 == 0 {
+            let mut again = Vec::new();
+            obj.write_dataset_with_ts(&mut again, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+            let got = by_scan(&again, Encoding::ImplicitVrLittleEndian)
+                .unwrap_or_else(|e| panic!("{} (implicit VR): {e}", path.display()));
+            let reparsed = parsed(&again, "1.2.840.10008.1.2").unwrap();
+            assert_eq!(
+                got,
+                by_parser(&reparsed),
+                "{} (implicit VR)",
+                path.display()
+            );
+            implicit += 1;
+        }
+    }
+    eprintln!("{compared} instances compared, {implicit} of them also in implicit VR");
+    assert!(compared > 1000 && implicit > 100);
+}
+
+#[test]
+fn the_scan_accepts_no_truncated_dataset_that_the_parser_refuses() {
+    let root = common::shared_dir().join("dicom");
+    let mut cuts = 0;
+    for folder in std::fs::read_dir(&root).unwrap().filter_map(Result::ok) {
+        if !folder.path().is_dir() {
+            continue;
+        }
+        let Some(path) = common::dicom_files(&folder.path()).into_iter().next() else {
+            continue;
+        };
+        let (dataset, ts) = dataset_of(&path);
+        let Some(encoding) = encoding_of(&ts) else {
+            continue;
+        };
+        // Cuts spread over the whole dataset, and the last bytes, where pixel data ends.
+        let n = dataset.len();
+        let positions = (1..60).map(|k| k * n / 60).chain(n.saturating_sub(9)..n);
+        for cut in positions {
+            let part = &dataset[..cut];
+            if scan::scan(part, encoding, &[]).is_ok() {
+                assert!(
+                    parsed(part, &ts).is_some(),
+                    "{}: scan accepted a cut at {cut} of {n} that the parser refuses",
+                    path.display()
+                );
+            }
+            cuts += 1;
+        }
+    }
+    assert!(cuts > 500, "{cuts}");
+}
