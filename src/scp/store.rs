@@ -2,8 +2,8 @@
 //!
 //! Success is answered only when the instance is both in the spool (fsynced) and committed to
 //! the index; the two durable writes run at the same time (see [`super::recover`] for how a row
-//! whose file failed is taken back). Every other outcome is a failure status the sender can act on, and the
-//! association carries on with the next message: C000 for a dataset that cannot be parsed,
+//! whose file failed is taken back). Every other outcome is a failure status the sender can act
+//! on, and the association carries on with the next message: C000 for a dataset that cannot be parsed,
 //! A900 when it is not the instance the command announced or lacks its UIDs, A700 when the
 //! spool or the database fails. With the database unreachable the file may already be in the
 //! spool without a row: the sender retries on A700 (the retry replaces the file), and
@@ -51,9 +51,10 @@ pub(crate) struct Origin<'a> {
 /// Handles one C-STORE-RQ whose dataset is `dataset`; returns the status, the response command
 /// set, and the buffer for reuse.
 ///
-/// The dataset is parsed on a blocking thread, which then writes the file while this task
-/// indexes the instance: the file's fsync and the database's commit overlap. Success needs both;
-/// when only the index succeeded, [`recover::settle`] takes the row back before answering.
+/// The dataset is checked and described on a blocking thread, which then writes the file while
+/// this task has the instance indexed (by the group commit, with the rows of other associations
+/// that arrive meanwhile): the file's fsync and the database's commit overlap. Success needs
+/// both; when only the index succeeded, [`recover::settle`] takes the row back before answering.
 pub(crate) async fn handle<I: InstanceIndex>(
     svc: &Service<I>,
     req: &Request,
