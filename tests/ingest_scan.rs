@@ -28,14 +28,6 @@ fn dataset_of(path: &std::path::Path) -> (Vec<u8>, String) {
     (bytes[start..].to_vec(), ts)
 }
 
-fn encoding_of(ts: &str) -> Option<Encoding> {
-    match ts {
-        "1.2.840.10008.1.2" => Some(Encoding::ImplicitVrLittleEndian),
-        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2" => None,
-        _ => Some(Encoding::ExplicitVrLittleEndian),
-    }
-}
-
 fn parsed(dataset: &[u8], ts: &str) -> Option<InMemDicomObject> {
     let ts = TransferSyntaxRegistry.get(ts)?;
     InMemDicomObject::read_dataset_with_ts(dataset, ts).ok()
@@ -67,7 +59,7 @@ fn the_scan_describes_every_reference_instance_as_the_parser_does() {
     let mut implicit = 0;
     for (i, path) in files.iter().enumerate() {
         let (dataset, ts) = dataset_of(path);
-        let Some(encoding) = encoding_of(&ts) else {
+        let Some(encoding) = Encoding::of_transfer_syntax(&ts) else {
             continue;
         };
         let obj = parsed(&dataset, &ts).unwrap_or_else(|| panic!("{}", path.display()));
@@ -109,7 +101,7 @@ fn the_scan_accepts_no_truncated_dataset_that_the_parser_refuses() {
             continue;
         };
         let (dataset, ts) = dataset_of(&path);
-        let Some(encoding) = encoding_of(&ts) else {
+        let Some(encoding) = Encoding::of_transfer_syntax(&ts) else {
             continue;
         };
         // Cuts spread over the whole dataset, and the last bytes, where pixel data ends.

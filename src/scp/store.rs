@@ -215,7 +215,7 @@ fn receive(
 /// can read the dataset, else by the full parser, which decides whether it is unreadable (C000).
 fn describe(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
     let mut rec = InstanceRecord::default();
-    if let Some(encoding) = scan_encoding(ts_uid)
+    if let Some(encoding) = scan::Encoding::of_transfer_syntax(ts_uid)
         && let Ok(scanned) = scan::scan(dataset, encoding, &record::DESCRIBED)
         && let Some(values) = record::ScannedText::new(&scanned)
     {
@@ -236,21 +236,6 @@ fn describe(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
     })?;
     record::describe(&obj, &mut rec);
     Ok(rec)
-}
-
-/// How the scan reads a dataset of this transfer syntax; `None` for those it cannot (deflate,
-/// big endian): the full parser reads those.
-fn scan_encoding(ts_uid: &str) -> Option<scan::Encoding> {
-    const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-    const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
-    const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
-    match ts_uid {
-        IMPLICIT_LE => Some(scan::Encoding::ImplicitVrLittleEndian),
-        DEFLATED | EXPLICIT_BE => None,
-        // Explicit VR little endian, and every encapsulated (compressed) syntax, whose
-        // datasets are explicit VR little endian too.
-        _ => Some(scan::Encoding::ExplicitVrLittleEndian),
-    }
 }
 
 /// The dataset must be the instance the command announced, with the UIDs the spool needs.

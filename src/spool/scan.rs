@@ -21,6 +21,20 @@ pub enum Encoding {
     ExplicitVrLittleEndian,
 }
 
+impl Encoding {
+    /// The encoding of a dataset in transfer syntax `uid`; `None` for those the scan cannot
+    /// read (deflate, big endian), which the full parser reads.
+    pub fn of_transfer_syntax(uid: &str) -> Option<Self> {
+        match uid.trim_end_matches('\0') {
+            "1.2.840.10008.1.2" => Some(Self::ImplicitVrLittleEndian),
+            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2" => None,
+            // Explicit VR little endian, and every encapsulated (compressed) syntax, whose
+            // datasets are explicit VR little endian too.
+            _ => Some(Self::ExplicitVrLittleEndian),
+        }
+    }
+}
+
 /// Why a dataset could not be scanned.
 #[derive(Debug, thiserror::Error)]
 #[error("dataset structure at byte {at}: {what}")]
