@@ -1,9 +1,11 @@
 //! The receiver's dataset scan (`spool::scan`) against the full dicom-rs parser, on every real
 //! instance of the reference set: the scan must describe each instance exactly as the parsed
 //! object does (so the index cannot depend on which path read it), in both encodings it reads,
-//! and must never accept a truncated dataset that the parser refuses.
+//! and must never accept a truncated dataset that the parser refuses. End to end, a dataset the
+//! scan leaves to the parser (an ISO 2022 character set) is stored and indexed like the others.
 
 mod common;
+mod ingest_support;
 
 use brainaged::db::instances::InstanceRecord;
 use brainaged::spool::record::{self, ScannedText};
@@ -120,4 +122,82 @@ fn the_scan_accepts_no_truncated_dataset_that_the_parser_refuses() {
         }
     }
     assert!(cuts > 500, "{cuts}");
+}
+
+/// A real GE instance with its patient name replaced by `name_latin1` (raw bytes) under the
+/// declared character set `charset`, and a new SOP Instance UID.
+fn instance_with_name(
+    charset: &str,
+    name_latin1: &[u8],
+    uid: &str,
+) -> ingest_support::scu::Instance {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let path = common::dicom_files(&common::dicom_folder("ge-t1-mprage")).remove(0);
+    let mut obj = dicom_object::open_file(&path).unwrap().into_inner();
+    obj.put(DataElement::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        PrimitiveValue::from(charset),
+    ));
+    obj.put(DataElement::new(
+        tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::U8(name_latin1.into()),
+    ));
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(uid),
+    ));
+    let mut dataset = Vec::new();
+    obj.write_dataset_with_ts(
+        &mut dataset,
+        &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .unwrap();
+    let sop_class = obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap();
+    ingest_support::scu::Instance {
+        dataset,
+        sop_class: sop_class.trim_end_matches('\0').to_string(),
+        sop_instance: uid.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_description_paths_store_and_index_a_latin1_name_alike() {
+    use ingest_support::{AE_TITLE, TestScp, scu::Scu};
+    let scp = TestScp::start().await;
+    // "Müller^Jürgen" in ISO 8859-1. ISO_IR 100 is read by the scan; the ISO 2022 form (code
+    // extensions) is left to the full parser.
+    let name = b"M\xfcller^J\xfcrgen";
+    let scanned = instance_with_name("ISO_IR 100", name, "1.2.826.0.1.3680043.10.1.1");
+    let parsed = instance_with_name("ISO 2022 IR 100", name, "1.2.826.0.1.3680043.10.1.2");
+    assert!(by_scan(&scanned.dataset, Encoding::ExplicitVrLittleEndian).is_ok());
+    assert!(by_scan(&parsed.dataset, Encoding::ExplicitVrLittleEndian).is_err());
+    let patient_names = || async {
+        sqlx::query_scalar::<_, String>("SELECT patient_name FROM patients")
+            .fetch_all(scp.db.pool())
+            .await
+            .unwrap()
+    };
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(scu.store(&scanned, 1, 1).await.status, 0x0000);
+    assert_eq!(patient_names().await, ["Müller^Jürgen"]);
+    // The same patient again through the parser: its row is updated only if the name differs.
+    sqlx::query("UPDATE patients SET patient_name = 'overwritten'")
+        .execute(scp.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(scu.store(&parsed, 2, 1).await.status, 0x0000);
+    assert_eq!(patient_names().await, ["Müller^Jürgen"]);
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 2);
+    // Both files are in the spool, byte for byte as sent after the meta group.
+    for inst in [&scanned, &parsed] {
+        let (path, _) = &scp.index().await[&inst.sop_instance];
+        let stored = std::fs::read(path).unwrap();
+        assert!(stored.ends_with(&inst.dataset));
+    }
+    scp.stop().await;
 }
