@@ -9,6 +9,7 @@ use nalgebra::Matrix4;
 use rayon::prelude::*;
 
 use super::image::{Grid, Image};
+use super::transform::fill_voxels;
 
 /// Shrink factors and smoothing σ (full-resolution voxels), one pair per level, coarse first.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,22 +81,13 @@ pub fn shrink_image(image: &Image, factor: usize) -> Image {
     let d = grid.dims;
     let f = factor as f32;
     let mut out = Image::zeros(grid);
-    let slab = d[0] * d[1];
-    out.data
-        .par_chunks_mut(slab)
-        .enumerate()
-        .for_each(|(k, s)| {
-            for j in 0..d[1] {
-                for i in 0..d[0] {
-                    let p = [
-                        i as f32 * f + offset[0] as f32,
-                        j as f32 * f + offset[1] as f32,
-                        k as f32 * f + offset[2] as f32,
-                    ];
-                    s[i + d[0] * j] = image.sample_linear(p);
-                }
-            }
-        });
+    fill_voxels(&mut out.data, &d, |i, j, k| {
+        image.sample_linear([
+            i as f32 * f + offset[0] as f32,
+            j as f32 * f + offset[1] as f32,
+            k as f32 * f + offset[2] as f32,
+        ])
+    });
     out
 }
 

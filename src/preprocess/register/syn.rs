@@ -27,7 +27,7 @@ use super::image::{Affine3x4, Grid, Image};
 use super::linear::window_converged;
 use super::metric::local_cc;
 use super::pyramid::{Schedule, gaussian, shrink_grid, smooth_image};
-use super::transform::{AffineTransform, DisplacementField, for_each_voxel};
+use super::transform::{AffineTransform, DisplacementField, fill_voxels, for_each_voxel};
 
 /// Settings of the SyN stage; [`SynParams::ants_syn_defaults`] is the reference chain's.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,26 +214,17 @@ fn warp_through(
         None => image.grid.world_to_index()?,
     };
     let to_index = Affine3x4::from_matrix(&to_index);
-    let d = grid.dims;
     let mut out = Image::zeros(grid.clone());
-    let slab = d[0] * d[1];
-    out.data
-        .par_chunks_mut(slab)
-        .enumerate()
-        .for_each(|(k, s)| {
-            for j in 0..d[1] {
-                for i in 0..d[0] {
-                    let at = grid.index(i, j, k);
-                    let p = from.apply([i as f32, j as f32, k as f32]);
-                    let q = [
-                        p[0] + phi.u[0][at],
-                        p[1] + phi.u[1][at],
-                        p[2] + phi.u[2][at],
-                    ];
-                    s[i + d[0] * j] = image.sample_linear(to_index.apply(q));
-                }
-            }
-        });
+    fill_voxels(&mut out.data, &grid.dims, |i, j, k| {
+        let at = grid.index(i, j, k);
+        let p = from.apply([i as f32, j as f32, k as f32]);
+        let q = [
+            p[0] + phi.u[0][at],
+            p[1] + phi.u[1][at],
+            p[2] + phi.u[2][at],
+        ];
+        image.sample_linear(to_index.apply(q))
+    });
     Ok(out)
 }
 

@@ -256,14 +256,8 @@ impl DisplacementField {
         let minv = self.index_to_world_derivative()?;
         let d = self.grid.dims;
         let mut out = vec![0f32; self.grid.len()];
-        let slab = d[0] * d[1];
-        out.par_chunks_mut(slab).enumerate().for_each(|(k, s)| {
-            for j in 0..d[1] {
-                for i in 0..d[0] {
-                    let jac = Matrix3::identity() + self.gradient_at([i, j, k], &minv);
-                    s[i + d[0] * j] = jac.determinant() as f32;
-                }
-            }
+        fill_voxels(&mut out, &d, |i, j, k| {
+            (Matrix3::identity() + self.gradient_at([i, j, k], &minv)).determinant() as f32
         });
         Ok(out)
     }
@@ -406,6 +400,22 @@ fn max_difference(a: &DisplacementField, b: &DisplacementField) -> f32 {
         .reduce(|| 0.0, f32::max)
 }
 
+/// Fills a scalar image, i fastest, with `f(i, j, k)`, one k-slab per rayon task: the loop
+/// every resampling of this module shares (the three-plane twin is [`for_each_voxel`]).
+pub(crate) fn fill_voxels<F>(out: &mut [f32], dims: &[usize; 3], f: F)
+where
+    F: Fn(usize, usize, usize) -> f32 + Sync,
+{
+    let slab = (dims[0] * dims[1]).max(1);
+    out.par_chunks_mut(slab).enumerate().for_each(|(k, s)| {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                s[i + dims[0] * j] = f(i, j, k);
+            }
+        }
+    });
+}
+
 /// Fills three planes on `dims` in parallel over k-slabs with `f(i, j, k)`.
 pub(crate) fn for_each_voxel<F>(planes: &mut [Vec<f32>; 3], dims: &[usize; 3], f: F)
 where
@@ -528,26 +538,17 @@ pub fn warp(
         None
     };
     let mut out = Image::zeros(onto.clone());
-    let d = onto.dims;
-    let slab = d[0] * d[1];
-    out.data
-        .par_chunks_mut(slab)
-        .enumerate()
-        .for_each(|(k, s)| {
-            for j in 0..d[1] {
-                for i in 0..d[0] {
-                    let v = [i as f32, j as f32, k as f32];
-                    let idx = match &folded {
-                        Some(m) => m.apply(v),
-                        None => to_index.apply(apply_prepared(&prepared, from.apply(v))),
-                    };
-                    s[i + d[0] * j] = match interpolation {
-                        Interpolation::Linear => moving.sample_linear(idx),
-                        Interpolation::Nearest => moving.sample_nearest(idx),
-                    };
-                }
-            }
-        });
+    fill_voxels(&mut out.data, &onto.dims, |i, j, k| {
+        let v = [i as f32, j as f32, k as f32];
+        let idx = match &folded {
+            Some(m) => m.apply(v),
+            None => to_index.apply(apply_prepared(&prepared, from.apply(v))),
+        };
+        match interpolation {
+            Interpolation::Linear => moving.sample_linear(idx),
+            Interpolation::Nearest => moving.sample_nearest(idx),
+        }
+    });
     Ok(out)
 }
 
