@@ -3,29 +3,12 @@
 //! there: a truncated file, a slice missing in the middle, one slice with another orientation,
 //! and folders holding only non-image objects or garbage.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use brainaged::convert::{self, ConvertOptions, SeriesError};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-/// Copies every regular file of `from` into `to`; returns the copies, sorted.
-fn copy_folder(from: &Path, to: &Path) -> Vec<PathBuf> {
-    std::fs::create_dir_all(to).unwrap();
-    let mut out = Vec::new();
-    for f in convert::read::scan_folder(from).unwrap() {
-        let dest = to.join(f.file_name().unwrap());
-        std::fs::copy(&f, &dest).unwrap();
-        out.push(dest);
-    }
-    out.sort();
-    out
-}
 
 /// The file of `files` whose InstanceNumber is `n` (read with pydicom, as an outside view).
 fn file_with_instance(dir: &Path, n: i64) -> PathBuf {
@@ -55,9 +38,9 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn truncated_file_fails_its_series_and_spares_the_other() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = shared_dir().join("dicom");
-    copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
-    copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
+    let root = common::shared_dir().join("dicom");
+    common::copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
+    common::copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
     let victim = file_with_instance(&tmp.path().join("r2"), 5);
     let len = std::fs::metadata(&victim).unwrap().len();
     std::fs::OpenOptions::new()
@@ -101,7 +84,7 @@ fn truncated_file_fails_its_series_and_spares_the_other() {
 fn slice_missing_in_the_middle_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("t1");
-    copy_folder(&shared_dir().join("dicom/ge-t1-mprage"), &dir);
+    common::copy_folder(&common::shared_dir().join("dicom/ge-t1-mprage"), &dir);
     std::fs::remove_file(file_with_instance(&dir, 65)).unwrap();
     let results = run(&all_files(&dir));
     assert_eq!(results.len(), 1);
@@ -116,7 +99,7 @@ fn slice_missing_in_the_middle_is_reported() {
 
     // One image of a 4-D series missing: unequal counts per position.
     let dwi = tmp.path().join("dwi");
-    copy_folder(&shared_dir().join("dicom/ge-dwi-tensor-r2"), &dwi);
+    common::copy_folder(&common::shared_dir().join("dicom/ge-dwi-tensor-r2"), &dwi);
     std::fs::remove_file(file_with_instance(&dwi, 8)).unwrap();
     let results = run(&all_files(&dwi));
     let err = results[0].as_ref().expect_err("unequal counts").to_string();
@@ -141,7 +124,7 @@ fn slice_missing_in_the_middle_is_reported() {
 fn a_slice_with_another_orientation_is_split_off_and_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("t1");
-    copy_folder(&shared_dir().join("dicom/ge-t1-mprage"), &dir);
+    common::copy_folder(&common::shared_dir().join("dicom/ge-t1-mprage"), &dir);
     let victim = file_with_instance(&dir, 40);
     let script = "import sys, pydicom\n\
                   ds = pydicom.dcmread(sys.argv[1])\n\
@@ -172,7 +155,7 @@ fn a_slice_with_another_orientation_is_split_off_and_reported() {
 #[test]
 fn non_image_objects_and_garbage_are_skipped_or_reported_without_panic() {
     let tmp = tempfile::tempdir().unwrap();
-    let philips = shared_dir().join("dicom/philips-dwi-classic");
+    let philips = common::shared_dir().join("dicom/philips-dwi-classic");
     // DICOMDIR, a presentation state and Philips private objects: no images at all.
     for f in all_files(&philips) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();

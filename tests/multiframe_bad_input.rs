@@ -3,28 +3,12 @@
 //! into a temporary folder and damaged there: a CSA header overwritten with garbage (pydicom), an
 //! enhanced file cut in half, and an enhanced file whose per-frame groups were removed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use brainaged::convert::{self, ConvertOptions, ConvertedSeries, SeriesError};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-fn copy_folder(from: &Path, to: &Path) -> Vec<PathBuf> {
-    std::fs::create_dir_all(to).unwrap();
-    let mut out = Vec::new();
-    for f in convert::read::scan_folder(from).unwrap() {
-        let dest = to.join(f.file_name().unwrap());
-        std::fs::copy(&f, &dest).unwrap();
-        out.push(dest);
-    }
-    out.sort();
-    out
-}
 
 /// Rewrites `path` with pydicom after running `edit` (Python, `ds` is the data set).
 fn pydicom_edit(path: &Path, edit: &str) {
@@ -61,16 +45,16 @@ fn shapes(results: &[Result<ConvertedSeries, SeriesError>]) -> Vec<Vec<usize>> {
 #[test]
 fn damaged_mosaic_and_enhanced_files_are_reported_and_spare_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = shared_dir().join("dicom");
-    let mosaics = copy_folder(
+    let root = common::shared_dir().join("dicom");
+    let mosaics = common::copy_folder(
         &root.join("siemens-mosaic-orient-axasc35"),
         &tmp.path().join("mosaic"),
     );
-    let enhanced = copy_folder(
+    let enhanced = common::copy_folder(
         &root.join("siemens-xa10-enhanced/XA10"),
         &tmp.path().join("xa10"),
     );
-    copy_folder(&root.join("siemens-xa30-t1"), &tmp.path().join("t1"));
+    common::copy_folder(&root.join("siemens-xa30-t1"), &tmp.path().join("t1"));
 
     // 1. Garbage CSA header in the second mosaic: the SV10 signature, then an absurd count.
     pydicom_edit(

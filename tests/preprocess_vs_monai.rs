@@ -6,26 +6,12 @@
 //! (converted by `brainaged convert`, or the pip `dcm2niix` where it cannot convert yet) go
 //! through the generic `resample` recipe and BRAID's T1 chain as well.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use brainaged::preprocess::npy::read_npy;
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("BRAINAGED_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/brainaged/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the tools virtualenv (monai 1.4.0, torch, nibabel) is missing at {}: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
 
 fn shared_dicom() -> PathBuf {
     let shared = std::env::var_os("BRAINAGED_SHARED")
@@ -90,7 +76,7 @@ fn recipes_match_monai() {
             )
         })
         .collect();
-    let out = Command::new(venv_python())
+    let out = Command::new(common::venv_python())
         .arg(&script)
         .arg(dir.path())
         .args(&real)

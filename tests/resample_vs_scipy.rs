@@ -2,28 +2,14 @@
 //! `scipy.ndimage.map_coordinates` (order 1 and 0, zeros outside) on oblique, flipped,
 //! anisotropic grids that only partly overlap.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use brainaged::nifti_io::read_volume_f32;
 use brainaged::preprocess::image::Image3;
 use brainaged::preprocess::resample::{Grid, Interp, Padding, resample_to_grid};
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("BRAINAGED_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/brainaged/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the tools virtualenv (scipy, nibabel) is missing at {}: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
 
 fn image(path: &Path) -> Image3 {
     Image3::from_volume(&read_volume_f32(path).unwrap()).unwrap()
@@ -33,7 +19,7 @@ fn image(path: &Path) -> Image3 {
 fn trilinear_and_nearest_match_scipy() {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/scipy_resample_reference.py");
-    let out = Command::new(venv_python())
+    let out = Command::new(common::venv_python())
         .arg(&script)
         .arg(dir.path())
         .output()

@@ -24,6 +24,38 @@ pub fn dicom_folder(name: &str) -> PathBuf {
     dir
 }
 
+/// The Python of the tools' virtualenv (`scripts/setup.d/40-venv.sh`: MONAI, torch, scipy,
+/// nibabel, onnx), `BRAINAGED_VENV` or `~/.cache/brainaged/venv`.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("BRAINAGED_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/brainaged/venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "the tools virtualenv is missing at {}: run scripts/setup.sh",
+        python.display()
+    );
+    python
+}
+
+/// Copies every file that `convert` would read from `from` into `to` (created); returns the
+/// copies, sorted. Tests that edit or delete files work on such a copy, never on `../shared`.
+pub fn copy_folder(from: &Path, to: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(to).unwrap();
+    let mut out = Vec::new();
+    for f in brainaged::convert::read::scan_folder(from).unwrap() {
+        let dest = to.join(f.file_name().unwrap());
+        std::fs::copy(&f, &dest).unwrap();
+        out.push(dest);
+    }
+    out.sort();
+    out
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
