@@ -10,22 +10,11 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+#[path = "../common/mod.rs"]
+mod common;
+
 /// The tools' virtualenv Python (torch, onnx, onnxruntime), made by scripts/setup.d/40-venv.sh.
-pub fn venv_python() -> PathBuf {
-    let venv = std::env::var("BRAINAGED_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/brainaged/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/setup.d/40-venv.sh (the tools' virtualenv with torch and onnx)",
-        python.display()
-    );
-    python
-}
+pub use common::venv_python;
 
 /// Runs `tools/<script>` with the venv Python; panics with its output when it fails.
 pub fn run_tool(script: &str, args: &[&str]) -> String {
