@@ -9,9 +9,10 @@
 //! fill: a lone instance (one association, or a quiet moment) is committed as soon as the
 //! previous commit ends, so a single association is no slower than with a commit of its own.
 //!
-//! A batch is all or none. When it fails, its instances are committed one by one, so that one
-//! row the database refuses cannot fail the instances of other associations; only that one
-//! gets the failure status.
+//! A batch is all or none. When the database refuses it, its instances are committed one by
+//! one, so that one row the database refuses cannot fail the instances of other associations;
+//! only that one gets the failure status. When the database is unreachable the whole batch
+//! fails at once: each row alone would wait for the same timeout and fail too.
 
 use std::sync::Arc;
 
@@ -48,14 +49,14 @@ impl GroupCommit {
     pub async fn index(&self, rec: InstanceRecord) -> (InstanceRecord, Result<(), IndexError>) {
         let (done, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { rec, done }) {
-            return (p.rec, Err(IndexError("the index is shutting down".into())));
+            return (p.rec, Err(IndexError::new("the index is shutting down")));
         }
         match answer.await {
             Ok(answered) => answered,
             // The task answers everything it takes; this is only reachable if it panicked.
             Err(_) => (
                 InstanceRecord::default(),
-                Err(IndexError("the index task stopped".into())),
+                Err(IndexError::new("the index task stopped")),
             ),
         }
     }
@@ -76,6 +77,13 @@ async fn commit<I: InstanceIndex>(index: &I, batch: Vec<Pending>) {
             Ok(()) => {
                 for p in batch {
                     let _ = p.done.send((p.rec, Ok(())));
+                }
+                return;
+            }
+            // The database is down: every row would fail again, each after its own wait.
+            Err(e) if e.unavailable => {
+                for p in batch {
+                    let _ = p.done.send((p.rec, Err(e.clone())));
                 }
                 return;
             }
@@ -100,16 +108,27 @@ mod tests {
 
     /// Records the size of every commit; refuses any commit that contains a UID starting with
     /// "bad", and is slow enough that concurrent submissions queue behind a commit.
+    /// With `down`, every commit fails as an unreachable database does.
     #[derive(Default)]
     struct Recorder {
         commits: Mutex<Vec<Vec<String>>>,
+        attempts: std::sync::atomic::AtomicUsize,
+        down: bool,
     }
 
     impl Recorder {
         async fn commit(&self, recs: &[InstanceRecord]) -> Result<(), IndexError> {
+            self.attempts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.down {
+                return Err(IndexError {
+                    message: "connection refused".into(),
+                    unavailable: true,
+                });
+            }
             if recs.iter().any(|r| r.sop_instance_uid.starts_with("bad")) {
-                return Err(IndexError("refused".into()));
+                return Err(IndexError::new("refused"));
             }
             let uids = recs.iter().map(|r| r.sop_instance_uid.clone()).collect();
             self.commits.lock().unwrap().push(uids);
@@ -177,6 +196,24 @@ mod tests {
         let mut all: Vec<String> = index.commits.lock().unwrap().concat();
         all.sort();
         assert_eq!(all, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_a_batch_at_once() {
+        let index = Arc::new(Recorder {
+            down: true,
+            ..Default::default()
+        });
+        let gc = GroupCommit::start(index.clone());
+        let got = submit_together(&gc, &["a", "b", "c", "d", "e"]).await;
+        assert!(got.iter().all(|(_, ok)| !*ok), "{got:?}");
+        // The first instance's commit and one for everything that queued behind it; retrying
+        // the batch's rows one by one would have made six or more.
+        let attempts = index.attempts.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            attempts <= 3,
+            "{attempts} commits attempted for 5 instances"
+        );
     }
 
     #[tokio::test]

@@ -11,9 +11,33 @@ use crate::db::instances::{IndexedFile, InstanceRecord};
 
 /// Why an instance could not be indexed. The receiver answers A700 (out of resources) so that
 /// the sender retries later.
-#[derive(Debug, thiserror::Error)]
-#[error("index: {0}")]
-pub struct IndexError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("index: {message}")]
+pub struct IndexError {
+    pub message: String,
+    /// The database is unreachable or overloaded, whatever the rows: trying the same rows again
+    /// at once, one by one, would only wait longer for the same answer.
+    pub unavailable: bool,
+}
+
+impl IndexError {
+    /// A failure that may be about the rows themselves.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+}
+
+impl From<crate::db::DbError> for IndexError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self {
+            unavailable: e.is_unavailable(),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// Records stored instances. Indexing the same SOP instance again must replace its row.
 pub trait InstanceIndex: Send + Sync + 'static {
@@ -48,14 +72,14 @@ impl InstanceIndex for crate::db::Db {
         crate::db::Db::index_instance(self, rec)
             .await
             .map(|_reopened| ())
-            .map_err(|e| IndexError(e.to_string()))
+            .map_err(IndexError::from)
     }
 
     async fn index_instances(&self, recs: &[InstanceRecord]) -> Result<(), IndexError> {
         crate::db::Db::index_instances(self, recs)
             .await
             .map(|_reopened| ())
-            .map_err(|e| IndexError(e.to_string()))
+            .map_err(IndexError::from)
     }
 
     async fn forget_instance(
@@ -65,12 +89,12 @@ impl InstanceIndex for crate::db::Db {
     ) -> Result<bool, IndexError> {
         crate::db::Db::forget_instance(self, sop_instance_uid, spool_path)
             .await
-            .map_err(|e| IndexError(e.to_string()))
+            .map_err(IndexError::from)
     }
 
     async fn recently_indexed(&self, window: Duration) -> Result<Vec<IndexedFile>, IndexError> {
         crate::db::Db::recently_indexed(self, window)
             .await
-            .map_err(|e| IndexError(e.to_string()))
+            .map_err(IndexError::from)
     }
 }

@@ -62,7 +62,7 @@ pub async fn settle<I: InstanceIndex>(
         Err(e) => Err(spool::SpoolError::io(&path, e)),
     })
     .await
-    .map_err(|e| IndexError(format!("spool check failed: {e}")))?;
+    .map_err(|e| IndexError::new(format!("spool check failed: {e}")))?;
     match on_disk {
         Ok(None) => Ok(Settled::Consistent),
         Ok(Some(older)) => {
