@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::index::{IndexError, InstanceIndex};
 use crate::db::instances::InstanceRecord;
@@ -33,32 +33,40 @@ struct Pending {
 
 /// The handle associations submit rows through; the committing task ends when every handle is
 /// dropped, after answering everything submitted.
-pub(crate) struct GroupCommit {
+pub(crate) struct GroupCommit<I> {
     tx: mpsc::UnboundedSender<Pending>,
+    /// For committing alone should the committing task be gone (it panicked): the receiver
+    /// then loses the batching, not the ability to acknowledge.
+    index: Arc<I>,
 }
 
-impl GroupCommit {
+impl<I: InstanceIndex> GroupCommit<I> {
     /// Starts the committing task on the current runtime.
-    pub fn start<I: InstanceIndex>(index: Arc<I>) -> Self {
+    pub fn start(index: Arc<I>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(index, rx));
-        Self { tx }
+        tokio::spawn(run(index.clone(), rx));
+        Self { tx, index }
     }
 
     /// Indexes `rec`, returning once its row is committed (or not), with the record back.
     pub async fn index(&self, rec: InstanceRecord) -> (InstanceRecord, Result<(), IndexError>) {
         let (done, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { rec, done }) {
-            return (p.rec, Err(IndexError::new("the index is shutting down")));
-        }
-        match answer.await {
-            Ok(answered) => answered,
-            // The task answers everything it takes; this is only reachable if it panicked.
-            Err(_) => (
-                InstanceRecord::default(),
-                Err(IndexError::new("the index task stopped")),
-            ),
-        }
+        let rec = match self.tx.send(Pending { rec, done }) {
+            Ok(()) => match answer.await {
+                Ok(answered) => return answered,
+                // The task dropped this instance unanswered: it panicked while committing it.
+                Err(_) => {
+                    return (
+                        InstanceRecord::default(),
+                        Err(IndexError::new("the index task stopped")),
+                    );
+                }
+            },
+            Err(mpsc::error::SendError(p)) => p.rec,
+        };
+        warn!("group commit is not running; committing alone");
+        let result = self.index.index_instance(&rec).await;
+        (rec, result)
     }
 }
 
@@ -114,6 +122,8 @@ mod tests {
         commits: Mutex<Vec<Vec<String>>>,
         attempts: std::sync::atomic::AtomicUsize,
         down: bool,
+        /// A UID whose commit panics, as a bug in the index would.
+        panics_on: Option<&'static str>,
     }
 
     impl Recorder {
@@ -121,6 +131,12 @@ mod tests {
             self.attempts
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
+            if recs
+                .iter()
+                .any(|r| Some(r.sop_instance_uid.as_str()) == self.panics_on)
+            {
+                panic!("a bug in the index");
+            }
             if self.down {
                 return Err(IndexError {
                     message: "connection refused".into(),
@@ -159,7 +175,7 @@ mod tests {
     }
 
     /// Submits `uids` at once and returns each one's result, in order.
-    async fn submit_together(gc: &GroupCommit, uids: &[&str]) -> Vec<(String, bool)> {
+    async fn submit_together(gc: &GroupCommit<Recorder>, uids: &[&str]) -> Vec<(String, bool)> {
         let answers = futures::future::join_all(uids.iter().map(|u| gc.index(rec(u)))).await;
         answers
             .into_iter()
@@ -214,6 +230,20 @@ mod tests {
             attempts <= 3,
             "{attempts} commits attempted for 5 instances"
         );
+    }
+
+    #[tokio::test]
+    async fn after_the_committing_task_panics_instances_are_committed_alone() {
+        let index = Arc::new(Recorder {
+            panics_on: Some("boom"),
+            ..Default::default()
+        });
+        let gc = GroupCommit::start(index.clone());
+        let (_, res) = gc.index(rec("boom")).await;
+        assert!(res.is_err());
+        let got = submit_together(&gc, &["a", "b"]).await;
+        assert_eq!(got, [("a".to_string(), true), ("b".to_string(), true)]);
+        assert_eq!(index.commits.lock().unwrap().concat(), ["a", "b"]);
     }
 
     #[tokio::test]

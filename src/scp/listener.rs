@@ -28,7 +28,7 @@ pub(crate) struct Service<I> {
     pub spool: Spool,
     pub index: Arc<I>,
     /// Commits the rows of concurrent C-STOREs together (see [`GroupCommit`]).
-    pub commits: GroupCommit,
+    pub commits: GroupCommit<I>,
 }
 
 /// The storage SCP: a bound listener ready to [`run`](Server::run).
