@@ -79,30 +79,28 @@ async fn run<I: InstanceIndex>(index: Arc<I>, mut rx: mpsc::UnboundedReceiver<Pe
 
 /// Commits one batch and answers each of its instances.
 async fn commit<I: InstanceIndex>(index: &I, batch: Vec<Pending>) {
-    if batch.len() > 1 {
-        let recs: Vec<InstanceRecord> = batch.iter().map(|p| p.rec.clone()).collect();
-        match index.index_instances(&recs).await {
-            Ok(()) => {
-                for p in batch {
-                    let _ = p.done.send((p.rec, Ok(())));
-                }
-                return;
+    let (recs, dones): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.rec, p.done)).unzip();
+    let together = match recs.len() {
+        1 => None,
+        _ => Some(index.index_instances(&recs).await),
+    };
+    let answers: Vec<Result<(), IndexError>> = match together {
+        Some(Ok(())) => vec![Ok(()); recs.len()],
+        // The database is down: every row would fail again, each after its own wait.
+        Some(Err(e)) if e.unavailable => vec![Err(e); recs.len()],
+        failed => {
+            if let Some(Err(e)) = failed {
+                debug!(batch = recs.len(), error = %e, "group commit failed; committing one by one");
             }
-            // The database is down: every row would fail again, each after its own wait.
-            Err(e) if e.unavailable => {
-                for p in batch {
-                    let _ = p.done.send((p.rec, Err(e.clone())));
-                }
-                return;
+            let mut one_by_one = Vec::with_capacity(recs.len());
+            for rec in &recs {
+                one_by_one.push(index.index_instance(rec).await);
             }
-            Err(e) => {
-                debug!(batch = batch.len(), error = %e, "group commit failed; committing one by one")
-            }
+            one_by_one
         }
-    }
-    for p in batch {
-        let result = index.index_instance(&p.rec).await;
-        let _ = p.done.send((p.rec, result));
+    };
+    for ((rec, done), answer) in recs.into_iter().zip(dones).zip(answers) {
+        let _ = done.send((rec, answer));
     }
 }
 

@@ -3,9 +3,9 @@
 //! Success is answered only when the instance is both in the spool (fsynced) and committed to
 //! the index; the two durable writes run at the same time (see [`super::recover`] for how a row
 //! whose file failed is taken back). Every other outcome is a failure status the sender can act
-//! on, and the association carries on with the next message: C000 for a dataset that cannot be parsed,
-//! A900 when it is not the instance the command announced or lacks its UIDs, A700 when the
-//! spool or the database fails. With the database unreachable the file may already be in the
+//! on, and the association carries on with the next message: C000 for a dataset that cannot be
+//! parsed, A900 when it is not the instance the command announced or lacks its UIDs, A700 when
+//! the spool or the database fails. With the database unreachable the file may already be in the
 //! spool without a row: the sender retries on A700 (the retry replaces the file), and
 //! `brainaged reindex` indexes any such file.
 
@@ -189,7 +189,7 @@ fn receive(
     ts_uid: &str,
     dataset: &[u8],
 ) -> Result<(InstanceRecord, Planned), Failure> {
-    let rec = describe(ts_uid, dataset)?;
+    let mut rec = describe(ts_uid, dataset)?;
     check_matches(req, &rec)?;
     let planned = spool
         .plan(&Incoming {
@@ -202,7 +202,6 @@ fn receive(
             dataset,
         })
         .map_err(|e| Failure::new(status::DATASET_DOES_NOT_MATCH, e.to_string()))?;
-    let mut rec = rec;
     rec.spool_path = planned.stored.relative_path.clone();
     rec.size_bytes = planned.stored.size_bytes as i64;
     rec.transfer_syntax = ts_uid.to_string();
