@@ -42,6 +42,12 @@ pub struct Stored {
     pub size_bytes: u64,
 }
 
+/// How many series directories the spool remembers. A daemon runs for months and receives
+/// thousands of series a day, so the memory of known directories is cleared when it reaches this
+/// size: forgetting one only costs its next writer a `mkdir` that finds it already there, and
+/// writers still holding the old [`DirSync`] keep their own fsync guarantee.
+const KNOWN_DIRS: usize = 4096;
+
 /// The spool root and what we know about it. Cheap to clone; share one per daemon.
 #[derive(Clone)]
 pub struct Spool(Arc<Inner>);
@@ -50,7 +56,7 @@ struct Inner {
     root: PathBuf,
     /// Series directories already created and made durable, so that the common case (another
     /// instance of a known series) costs no directory checks; each with the fsyncs its writers
-    /// share.
+    /// share. Bounded by [`KNOWN_DIRS`].
     dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
     /// Makes temporary names unique between concurrent writers of the same SOP instance.
     counter: AtomicU64,
@@ -182,11 +188,11 @@ impl Spool {
                 Err(e) => return Err(SpoolError::io(dir, e)),
             }
         }
-        let sync = lock(&self.0.dirs)
-            .entry(series_dir.to_path_buf())
-            .or_default()
-            .clone();
-        Ok(sync)
+        let mut dirs = lock(&self.0.dirs);
+        if dirs.len() >= KNOWN_DIRS && !dirs.contains_key(series_dir) {
+            dirs.clear();
+        }
+        Ok(dirs.entry(series_dir.to_path_buf()).or_default().clone())
     }
 
     fn forget_dir(&self, dir: &Path) {
@@ -336,6 +342,45 @@ mod tests {
         let (fsyncs, results) = concurrent_writers(4, &[0]);
         assert_eq!(results.iter().filter(|ok| !**ok).count(), 1, "{results:?}");
         assert!(fsyncs >= 2);
+    }
+
+    #[test]
+    fn the_memory_of_known_directories_is_bounded() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let instance = |sop: &'static str| Incoming {
+            study_instance_uid: "1.2",
+            series_instance_uid: "1.2.3",
+            sop_instance_uid: sop,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
+            transfer_syntax: "1.2.840.10008.1.2.1",
+            calling_ae: "SCU",
+            dataset: b"not parsed by the spool",
+        };
+        let first = spool.store(&instance("1.2.3.4")).unwrap();
+        let series_dir = spool
+            .path_of(&first.relative_path)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        for i in 0..KNOWN_DIRS {
+            spool
+                .ensure_dir(&root.path().join("other").join(i.to_string()))
+                .unwrap();
+        }
+        let known = lock(&spool.0.dirs);
+        assert!(
+            known.len() <= KNOWN_DIRS,
+            "{} directories remembered",
+            known.len()
+        );
+        assert!(!known.contains_key(&series_dir));
+        drop(known);
+        // The forgotten series directory is found again and written into as before.
+        let second = spool.store(&instance("1.2.3.5")).unwrap();
+        for stored in [first, second] {
+            assert!(spool.path_of(&stored.relative_path).is_file());
+        }
     }
 
     #[test]
