@@ -3,6 +3,8 @@
 #   brainaged serve   (durable: fsync'd spool + PostgreSQL commit before each C-STORE-RSP),
 #   storescp -od DIR  (DCMTK, to disk, no fsync; --fork for the concurrent case),
 #   storescp --ignore (DCMTK, receives and discards: the protocol-only ceiling),
+#   storescp durable  (storescp to disk under bench/durable_shim.c: each file fdatasync'ed and its
+#                      directory fsync'ed before the response, the flushes brainaged's rule costs),
 # with one association and with four concurrent associations, in the same run.
 # Prints instances/s and MB/s (medians of REPEATS runs) and brainaged's ratios to the others.
 #
@@ -19,6 +21,7 @@ folder=${1:-$BRAINAGED_SHARED/dicom/philips-dwi-bangalore}
 repeats=${2:-3}
 bin=${CARGO_TARGET_DIR:-$root/target}/release/brainaged
 pg_admin=${BRAINAGED_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+shim_src="$root/bench/durable_shim.c"
 [ -x "$bin" ] || { echo "build first: cargo build --release ($bin missing)" >&2; exit 1; }
 for t in /usr/bin/storescu /usr/bin/storescp /usr/bin/echoscu psql python3; do
     command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
@@ -31,6 +34,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+gcc -O2 -Wall -shared -fPIC -o "$work/durable_shim.so" "$shim_src" -ldl
 
 # The DICOM files of the folder (storescu would skip the others anyway), split into 4 lists.
 python3 - "$folder" "$work" <<'PY'
@@ -88,6 +92,12 @@ start_server() {  # kind port
         /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-disk4)
         /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+    storescp-durable1)
+        DURABLE_DIR=$out LD_PRELOAD=$work/durable_shim.so \
+            /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+    storescp-durable4)
+        DURABLE_DIR=$out LD_PRELOAD=$work/durable_shim.so \
+            /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore1)
         /usr/bin/storescp -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore4)
@@ -129,7 +139,7 @@ check_brainaged() {  # every instance indexed and spooled
 
 declare -A median
 for mode in 1 4; do
-    for kind in brainaged storescp-disk storescp-ignore; do
+    for kind in brainaged storescp-disk storescp-durable storescp-ignore; do
         k=$kind; [ "$kind" != brainaged ] && k="$kind$mode"
         times=()
         for r in $(seq 1 "$repeats"); do
@@ -146,9 +156,10 @@ for mode in 1 4; do
             "$(python3 -c "print($count/${median[$kind$mode]})")" \
             "$(python3 -c "print($mb/${median[$kind$mode]})")"
     done
-    python3 - "${median[brainaged$mode]}" "${median[storescp-disk$mode]}" "${median[storescp-ignore$mode]}" "$mode" <<'PY'
+    python3 - "${median[brainaged$mode]}" "${median[storescp-disk$mode]}" "${median[storescp-durable$mode]}" "${median[storescp-ignore$mode]}" "$mode" <<'PY'
 import sys
-b, d, i, m = map(float, sys.argv[1:5])
-print(f"  assoc={int(m)}: brainaged/storescp-disk throughput ratio {d/b:.2f}; brainaged/storescp-ignore {i/b:.2f}")
+b, d, s, i, m = map(float, sys.argv[1:6])
+print(f"  assoc={int(m)}: brainaged/storescp-disk throughput ratio {d/b:.2f}; "
+      f"brainaged/storescp-durable {s/b:.2f}; brainaged/storescp-ignore {i/b:.2f}")
 PY
 done
