@@ -5,18 +5,13 @@
 //! |ΔMD| ≤ 1%. Series whose diffusion-weighted volumes equal their b=0 (no diffusion contrast,
 //! FA undefined) must give MD ≈ 0 from both tools instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use brainaged::nifti_io::{read_volume, read_volume_f32};
 use brainaged::volume::Volume;
-
-fn shared_dicom() -> PathBuf {
-    let shared = std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("dicom")
-}
 
 fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin"] {
@@ -122,7 +117,7 @@ fn convert_dwi(folder: &Path, dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf, 
 
 #[test]
 fn fa_md_match_mrtrix_on_shared_diffusion_series() {
-    let dicom = shared_dicom();
+    let dicom = common::shared_dir().join("dicom");
     assert!(
         dicom.is_dir(),
         "{} missing (set BRAINAGED_SHARED)",

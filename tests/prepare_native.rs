@@ -23,6 +23,8 @@
 //!
 //! Needs the template (`scripts/setup.d/45-template.sh`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -50,25 +52,12 @@ const MIN_FA_WM_GM_RATIO_NONRIGID: f64 = 1.05;
 /// Normalised T1: median in WM minus median in GM. Measured: 0.39 (−0.01 vs −0.41).
 const MIN_T1_WM_MINUS_GM: f64 = 0.2;
 
-fn shared_dicom(name: &str) -> PathBuf {
-    let shared = std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("dicom").join(name);
-    assert!(
-        dir.is_dir(),
-        "{} missing (set BRAINAGED_SHARED)",
-        dir.display()
-    );
-    dir
-}
-
 /// Converts one series folder with `brainaged convert --json`; returns (nifti, bval, bvec).
 fn convert(series: &str, work: &Path) -> (PathBuf, Option<PathBuf>, Option<PathBuf>) {
     let out = work.join(series);
     let run = Command::new(env!("CARGO_BIN_EXE_brainaged"))
         .arg("convert")
-        .arg(shared_dicom(series))
+        .arg(common::dicom_folder(series))
         .arg(&out)
         .arg("--json")
         .output()

@@ -13,13 +13,6 @@ use std::process::Command;
 
 use brainaged::preprocess::npy::read_npy;
 
-fn shared_dicom() -> PathBuf {
-    let shared = std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("dicom")
-}
-
 /// The largest NIfTI in `dir` (the series itself, not a derived map).
 fn largest_nifti(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir)
@@ -32,7 +25,7 @@ fn largest_nifti(dir: &Path) -> Option<PathBuf> {
 /// A T1 series of ../shared/dicom as NIfTI: `brainaged convert`, or dcm2niix where our converter
 /// does not handle the encoding yet.
 fn convert_t1(series: &str, work: &Path) -> PathBuf {
-    let folder = shared_dicom().join(series);
+    let folder = common::dicom_folder(series);
     assert!(
         folder.is_dir(),
         "{} missing (set BRAINAGED_SHARED)",

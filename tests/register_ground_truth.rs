@@ -9,6 +9,8 @@
 //!
 //! Needs the template (`scripts/setup.d/45-template.sh`) and, for the real-data test, dcm2niix.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -203,16 +205,9 @@ fn syn_recovers_known_affine_and_field_within_a_voxel_without_folding() {
     );
 }
 
-fn shared_dicom() -> PathBuf {
-    let shared = std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("dicom")
-}
-
 /// Converts a DICOM folder with the reference converter; returns the one NIfTI it writes.
 fn convert(series: &str, out: &Path) -> PathBuf {
-    let src = shared_dicom().join(series);
+    let src = common::dicom_folder(series);
     assert!(src.is_dir(), "{} is missing", src.display());
     let status = Command::new("dcm2niix")
         .args(["-z", "y", "-b", "n", "-f", series, "-o"])

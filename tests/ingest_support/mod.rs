@@ -2,6 +2,8 @@
 //! shared DICOM folders, and the DCMTK / Python peers.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
 pub mod scu;
 
 use std::collections::BTreeMap;
@@ -24,10 +26,7 @@ pub const AE_TITLE: &str = "BRAINAGED";
 
 /// The read-only real DICOM beside the project.
 pub fn shared_dicom() -> PathBuf {
-    let shared = std::env::var_os("BRAINAGED_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("dicom");
+    let dir = common::shared_dir().join("dicom");
     assert!(dir.is_dir(), "shared DICOM not found at {}", dir.display());
     dir
 }
