@@ -93,10 +93,10 @@ start_server() {  # kind port
     storescp-disk4)
         /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-durable1)
-        DURABLE_DIR=$out LD_PRELOAD=$work/durable_shim.so \
+        DURABLE_DIR=$out DURABLE_REPORT=$work/flushed$run_no LD_PRELOAD=$work/durable_shim.so \
             /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-durable4)
-        DURABLE_DIR=$out LD_PRELOAD=$work/durable_shim.so \
+        DURABLE_DIR=$out DURABLE_REPORT=$work/flushed$run_no LD_PRELOAD=$work/durable_shim.so \
             /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore1)
         /usr/bin/storescp -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
@@ -137,6 +137,20 @@ check_brainaged() {  # every instance indexed and spooled
     fi
 }
 
+check_storescp() {  # kind: every instance written (and, under the shim, flushed)
+    local files flushed
+    files=$(find "$out" -type f | wc -l)
+    if [ "$files" != "$count" ]; then
+        echo "$1 wrote $files files of $count" >&2; exit 1
+    fi
+    if [ "${1%[14]}" = storescp-durable ]; then
+        flushed=$(stat -c %s "$work/flushed$run_no" 2>/dev/null || echo 0)
+        if [ "$flushed" != "$count" ]; then
+            echo "$1 flushed $flushed files of $count" >&2; exit 1
+        fi
+    fi
+}
+
 declare -A median
 for mode in 1 4; do
     for kind in brainaged storescp-disk storescp-durable storescp-ignore; do
@@ -146,7 +160,10 @@ for mode in 1 4; do
             port=$(free_port)
             sync; start_server "$k" "$port"
             t=$(send "$port" "$mode")
-            [ "$kind" = brainaged ] && check_brainaged
+            case $kind in
+            brainaged) check_brainaged ;;
+            storescp-disk | storescp-durable) check_storescp "$k" ;;
+            esac
             stop_server
             times+=("$t")
         done
