@@ -7,6 +7,8 @@
 #                      directory fsync'ed before the response, the flushes brainaged's rule costs),
 # with one association and with four concurrent associations, in the same run.
 # Prints instances/s and MB/s (medians of REPEATS runs) and brainaged's ratios to the others.
+# Last, the floor the durability rule sets under one association (protocol cycle + a bare durable
+# write) and the share of it brainaged reaches.
 #
 # usage: bench/ingest.sh [FOLDER] [REPEATS]
 #   FOLDER   default: $BRAINAGED_SHARED/dicom/philips-dwi-bangalore (2040 files)
@@ -180,3 +182,18 @@ print(f"  assoc={int(m)}: brainaged/storescp-disk throughput ratio {d/b:.2f}; "
       f"brainaged/storescp-durable {s/b:.2f}; brainaged/storescp-ignore {i/b:.2f}")
 PY
 done
+
+# The floor the durability rule sets under one association: storescu waits for each response, so
+# no receiver can complete a cycle faster than the protocol alone (storescp --ignore) plus one
+# bare durable write of a file of the mean size on this filesystem (bench/durable_write.sh).
+mkdir "$work/flush"
+write_ms=$(bash "$root/bench/durable_write.sh" "$work/flush" 300 $((bytes / count)) |
+    awk '$1 == "durable" {print $3}')
+python3 - "$count" "${median[storescp-ignore1]}" "$write_ms" "${median[brainaged1]}" <<'PY'
+import sys
+n, ignore_s, write_ms, brainaged_s = int(sys.argv[1]), *map(float, sys.argv[2:5])
+cycle_ms = ignore_s / n * 1e3
+floor = 1e3 / (cycle_ms + write_ms)
+print(f"  assoc=1 floor under the durability rule: protocol cycle {cycle_ms:.3f} ms + bare durable "
+      f"write {write_ms:.3f} ms = {floor:.0f} inst/s; brainaged reaches {n / brainaged_s / floor:.2f} of it")
+PY
