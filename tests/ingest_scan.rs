@@ -4,8 +4,9 @@
 //! and must never accept a truncated dataset that the parser refuses. End to end, a dataset the
 //! scan leaves to the parser (an ISO 2022 character set) is stored and indexed like the others.
 
-mod common;
 mod ingest_support;
+
+use ingest_support::common;
 
 use brainaged::db::instances::InstanceRecord;
 use brainaged::spool::record::{self, ScannedText};
