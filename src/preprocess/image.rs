@@ -110,12 +110,21 @@ impl Image3 {
 
     /// A float [`Volume`] for writing with [`crate::nifti_io::write_volume`].
     pub fn to_volume(&self) -> Volume {
-        Volume {
-            data: VoxelData::F32(self.to_array()),
-            affine: self.affine,
-            meta: VolumeMeta::default(),
-            gradients: None,
-        }
+        float_volume(self.dims, self.data.clone(), self.affine)
+    }
+}
+
+/// A float [`Volume`] of `data` (i fastest) on the grid `dims` placed by `affine`: the one way
+/// both this module's images and registration's working images become volumes again.
+pub(crate) fn float_volume(dims: [usize; 3], data: Vec<f32>, affine: Matrix4<f64>) -> Volume {
+    // The buffer has exactly dims' product elements wherever it comes from.
+    let array = ArrayD::from_shape_vec(IxDyn(&dims).f(), data)
+        .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&dims)));
+    Volume {
+        data: VoxelData::F32(array),
+        affine,
+        meta: VolumeMeta::default(),
+        gradients: None,
     }
 }
 

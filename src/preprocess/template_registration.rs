@@ -161,10 +161,7 @@ impl TemplateRegistrar {
 
 /// The registration working image of an [`Image3`] (same layout: i fastest).
 fn reg_image(img: &Image3) -> Image {
-    Image {
-        grid: RegGrid::new(img.dims, img.affine),
-        data: img.data.clone(),
-    }
+    Image::from(img.clone())
 }
 
 /// `img` with voxels outside `mask` (same grid) set to zero.
@@ -263,10 +260,6 @@ impl TemplateWarp for SubjectWarp {
         };
         let onto = RegGrid::new(self.onto.dims, self.onto.affine);
         let out = warp(&reg_image(img), &onto, &chain, interpolation)?;
-        Ok(Image3 {
-            dims: out.grid.dims,
-            data: out.data,
-            affine: out.grid.affine,
-        })
+        Ok(Image3::from(out))
     }
 }

@@ -2,16 +2,17 @@
 //!
 //! Registration touches every voxel many times per iteration, so it works on a flat `Vec<f32>` in
 //! NIfTI order (i fastest) rather than on the general [`Volume`]; conversion happens once at the
-//! edges. Sampling follows ITK's conventions for outside points so that warps behave as ANTs' do:
-//! a point more than half a voxel outside the grid reads as 0, a point inside the half-voxel rim
-//! reads the border voxel.
+//! edges. It holds the same voxels in the same order as `preprocess`'s [`Image3`], is moved to and
+//! from it without copying, and becomes a [`Volume`] the same way. Sampling follows ITK's
+//! conventions for outside points so that warps behave as ANTs' do: a point more than half a voxel
+//! outside the grid reads as 0, a point inside the half-voxel rim reads the border voxel.
 
 use nalgebra::{Matrix4, Vector3};
-use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use rayon::prelude::*;
 
 use super::RegisterError;
-use crate::volume::{Volume, VolumeMeta, VoxelData};
+use crate::preprocess::image::{Image3, float_volume};
+use crate::volume::Volume;
 
 /// Size and placement of a voxel grid: what images and displacement fields share.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,39 +99,14 @@ impl Image {
 
     /// Takes a 3-D volume (or a 4-D one with a single volume) as float intensities.
     pub fn from_volume(volume: &Volume) -> Result<Self, RegisterError> {
-        let shape = volume.data.shape().to_vec();
-        let three_d = match shape.len() {
-            3 => true,
-            4 => shape[3] == 1,
-            _ => false,
-        };
-        if !three_d {
-            return Err(RegisterError::NotThreeD(shape));
-        }
-        let dims = [shape[0], shape[1], shape[2]];
-        let mut array = volume.data.to_f32();
-        if array.ndim() == 4 {
-            array = array.index_axis_move(ndarray::Axis(3), 0);
-        }
-        // Logical order with i fastest is the reversed-axes view read in standard order.
-        let data: Vec<f32> = array.t().iter().copied().collect();
-        Ok(Self {
-            grid: Grid::new(dims, volume.affine),
-            data,
-        })
+        Image3::from_volume(volume)
+            .map(Self::from)
+            .map_err(|_| RegisterError::NotThreeD(volume.data.shape().to_vec()))
     }
 
     /// The image as a float [`Volume`] (for writing and for the rest of the pipeline).
     pub fn to_volume(&self) -> Volume {
-        let dims = self.grid.dims;
-        let array = ArrayD::from_shape_vec(IxDyn(&dims).f(), self.data.clone())
-            .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&dims)));
-        Volume {
-            data: VoxelData::F32(array),
-            affine: self.grid.affine,
-            meta: VolumeMeta::default(),
-            gradients: None,
-        }
+        float_volume(self.grid.dims, self.data.clone(), self.grid.affine)
     }
 
     /// Trilinear value at continuous voxel index `p`; 0 beyond the half-voxel rim.
@@ -246,6 +222,26 @@ fn index_gradient(data: &[f32], d: &[usize; 3], i: usize, j: usize, k: usize) ->
         along(j, d[1], &|y| at(i, y, k)),
         along(k, d[2], &|z| at(i, j, z)),
     ]
+}
+
+/// The registration view of a `preprocess` image: the same voxels in the same order, moved.
+impl From<Image3> for Image {
+    fn from(img: Image3) -> Self {
+        Self {
+            grid: Grid::new(img.dims, img.affine),
+            data: img.data,
+        }
+    }
+}
+
+impl From<Image> for Image3 {
+    fn from(img: Image) -> Self {
+        Self {
+            dims: img.grid.dims,
+            data: img.data,
+            affine: img.grid.affine,
+        }
+    }
 }
 
 /// Trilinear interpolation of a plane of values on `dims` at continuous index `p`, with ITK's
