@@ -33,6 +33,7 @@ work=$(mktemp -d /tmp/brainaged-bench.XXXXXX)
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS brainaged_bench_$$ WITH (FORCE)" >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
