@@ -102,10 +102,7 @@ impl Image3 {
 
     /// An f32 array in (i, j, k) axis order, sharing the flat buffer's layout (Fortran order).
     pub fn to_array(&self) -> ArrayD<f32> {
-        let shape = IxDyn(&self.dims).f();
-        // The buffer has exactly dims' product elements by construction.
-        ArrayD::from_shape_vec(shape, self.data.clone())
-            .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&self.dims)))
+        flat_array(self.dims, self.data.clone())
     }
 
     /// A float [`Volume`] for writing with [`crate::nifti_io::write_volume`].
@@ -117,15 +114,18 @@ impl Image3 {
 /// A float [`Volume`] of `data` (i fastest) on the grid `dims` placed by `affine`: the one way
 /// both this module's images and registration's working images become volumes again.
 pub(crate) fn float_volume(dims: [usize; 3], data: Vec<f32>, affine: Matrix4<f64>) -> Volume {
-    // The buffer has exactly dims' product elements wherever it comes from.
-    let array = ArrayD::from_shape_vec(IxDyn(&dims).f(), data)
-        .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&dims)));
     Volume {
-        data: VoxelData::F32(array),
+        data: VoxelData::F32(flat_array(dims, data)),
         affine,
         meta: VolumeMeta::default(),
         gradients: None,
     }
+}
+
+/// An (i, j, k) array over a flat i-fastest buffer (Fortran order: the buffer is not reordered).
+fn flat_array(dims: [usize; 3], data: Vec<f32>) -> ArrayD<f32> {
+    // The buffer has exactly dims' product elements wherever it comes from.
+    ArrayD::from_shape_vec(IxDyn(&dims).f(), data).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&dims)))
 }
 
 #[cfg(test)]
