@@ -35,6 +35,8 @@ pub struct InstanceRecord {
     pub instance_number: Option<i32>,
 }
 
+use sqlx::PgConnection;
+
 use super::{Db, DbError};
 
 impl Db {
@@ -47,35 +49,39 @@ impl Db {
     /// completed series reopens it and its study, so a new job version follows the next
     /// completion. Returns true when it reopened a completed series.
     pub async fn index_instance(&self, rec: &InstanceRecord) -> Result<bool, DbError> {
-        let reopened = sqlx::query_scalar!(
-            r#"SELECT brainaged_index_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+        let statement = |mut conn: PgConnection| async move {
+            let result = sqlx::query_scalar!(
+                r#"SELECT brainaged_index_instance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) AS "reopened!""#,
-            rec.sop_instance_uid,
-            rec.sop_class_uid,
-            rec.series_instance_uid,
-            rec.study_instance_uid,
-            rec.instance_number,
-            rec.spool_path,
-            rec.transfer_syntax,
-            rec.size_bytes,
-            rec.calling_ae,
-            rec.received_at,
-            rec.patient_id,
-            rec.patient_name,
-            rec.patient_sex,
-            rec.patient_birth_date,
-            rec.patient_age,
-            rec.study_date,
-            rec.study_description,
-            rec.accession_number,
-            rec.modality,
-            rec.series_number,
-            rec.series_description,
-            rec.protocol_name,
-            rec.image_type,
-        )
-        .fetch_one(&self.pool)
-        .await?;
+                rec.sop_instance_uid,
+                rec.sop_class_uid,
+                rec.series_instance_uid,
+                rec.study_instance_uid,
+                rec.instance_number,
+                rec.spool_path,
+                rec.transfer_syntax,
+                rec.size_bytes,
+                rec.calling_ae,
+                rec.received_at,
+                rec.patient_id,
+                rec.patient_name,
+                rec.patient_sex,
+                rec.patient_birth_date,
+                rec.patient_age,
+                rec.study_date,
+                rec.study_description,
+                rec.accession_number,
+                rec.modality,
+                rec.series_number,
+                rec.series_description,
+                rec.protocol_name,
+                rec.image_type,
+            )
+                .fetch_one(&mut conn)
+                .await;
+            (conn, result)
+        };
+        let reopened = self.commits.run(&self.pool, statement).await?;
         Ok(reopened)
     }
 }
@@ -88,40 +94,45 @@ impl Db {
     pub async fn index_instances(&self, recs: &[InstanceRecord]) -> Result<i32, DbError> {
         // One array per column. Arrays of nullable values are passed `as _`: the macro's check
         // knows only arrays of non-null elements, while the function takes NULLs in them.
-        let c = |f: fn(&InstanceRecord) -> String| recs.iter().map(f).collect::<Vec<_>>();
-        let o = |f: fn(&InstanceRecord) -> Option<String>| recs.iter().map(f).collect::<Vec<_>>();
-        let reopened = sqlx::query_scalar!(
-            r#"SELECT brainaged_index_instances($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+        let statement = |mut conn: PgConnection| async move {
+            let c = |f: fn(&InstanceRecord) -> String| recs.iter().map(f).collect::<Vec<_>>();
+            let o =
+                |f: fn(&InstanceRecord) -> Option<String>| recs.iter().map(f).collect::<Vec<_>>();
+            let result = sqlx::query_scalar!(
+                r#"SELECT brainaged_index_instances($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) AS "reopened!""#,
-            &c(|r| r.sop_instance_uid.clone()),
-            &c(|r| r.sop_class_uid.clone()),
-            &c(|r| r.series_instance_uid.clone()),
-            &c(|r| r.study_instance_uid.clone()),
-            &recs.iter().map(|r| r.instance_number).collect::<Vec<_>>() as _,
-            &c(|r| r.spool_path.clone()),
-            &c(|r| r.transfer_syntax.clone()),
-            &recs.iter().map(|r| r.size_bytes).collect::<Vec<_>>(),
-            &c(|r| r.calling_ae.clone()),
-            &recs.iter().map(|r| r.received_at).collect::<Vec<_>>(),
-            &o(|r| r.patient_id.clone()) as _,
-            &o(|r| r.patient_name.clone()) as _,
-            &o(|r| r.patient_sex.clone()) as _,
-            &recs
-                .iter()
-                .map(|r| r.patient_birth_date)
-                .collect::<Vec<_>>() as _,
-            &o(|r| r.patient_age.clone()) as _,
-            &recs.iter().map(|r| r.study_date).collect::<Vec<_>>() as _,
-            &o(|r| r.study_description.clone()) as _,
-            &o(|r| r.accession_number.clone()) as _,
-            &o(|r| r.modality.clone()) as _,
-            &recs.iter().map(|r| r.series_number).collect::<Vec<_>>() as _,
-            &o(|r| r.series_description.clone()) as _,
-            &o(|r| r.protocol_name.clone()) as _,
-            &o(|r| r.image_type.clone()) as _,
-        )
-        .fetch_one(&self.pool)
-        .await?;
+                &c(|r| r.sop_instance_uid.clone()),
+                &c(|r| r.sop_class_uid.clone()),
+                &c(|r| r.series_instance_uid.clone()),
+                &c(|r| r.study_instance_uid.clone()),
+                &recs.iter().map(|r| r.instance_number).collect::<Vec<_>>() as _,
+                &c(|r| r.spool_path.clone()),
+                &c(|r| r.transfer_syntax.clone()),
+                &recs.iter().map(|r| r.size_bytes).collect::<Vec<_>>(),
+                &c(|r| r.calling_ae.clone()),
+                &recs.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+                &o(|r| r.patient_id.clone()) as _,
+                &o(|r| r.patient_name.clone()) as _,
+                &o(|r| r.patient_sex.clone()) as _,
+                &recs
+                    .iter()
+                    .map(|r| r.patient_birth_date)
+                    .collect::<Vec<_>>() as _,
+                &o(|r| r.patient_age.clone()) as _,
+                &recs.iter().map(|r| r.study_date).collect::<Vec<_>>() as _,
+                &o(|r| r.study_description.clone()) as _,
+                &o(|r| r.accession_number.clone()) as _,
+                &o(|r| r.modality.clone()) as _,
+                &recs.iter().map(|r| r.series_number).collect::<Vec<_>>() as _,
+                &o(|r| r.series_description.clone()) as _,
+                &o(|r| r.protocol_name.clone()) as _,
+                &o(|r| r.image_type.clone()) as _,
+            )
+                .fetch_one(&mut conn)
+                .await;
+            (conn, result)
+        };
+        let reopened = self.commits.run(&self.pool, statement).await?;
         Ok(reopened)
     }
 }

@@ -3,12 +3,14 @@
 //! Queries are checked at compile time against the migrations (`sqlx::query!`); the query data
 //! lives in `.sqlx/` so that the crate builds without a database (`SQLX_OFFLINE=true`).
 
+mod commit;
 pub mod conversions;
 pub mod embedded;
 pub mod instances;
 pub mod jobs;
 pub mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -30,17 +32,29 @@ impl DbError {
     /// problem with the data: the caller should answer "out of resources" and let the peer retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Sql(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            ),
+            DbError::Sql(e) => unavailable(e),
             DbError::Migrate(_) => false,
             DbError::Embedded(_) => true,
         }
+    }
+}
+
+/// True when `e` says the server could not be reached (or the connection to it broke, or the
+/// server is shutting down or starting up), rather than that it refused the statement.
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08, connection exception, and class 57, operator intervention: the
+        // session was ended by an administrator or a shutdown, the server is not accepting
+        // connections yet, or a statement was cancelled (a timeout on an overloaded server).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
     }
 }
 
@@ -48,6 +62,8 @@ impl DbError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
+    /// The connection index commits go through, outside the pool (see [`commit`]).
+    commits: Arc<commit::CommitConnection>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -64,7 +80,10 @@ impl Db {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            commits: Arc::default(),
+        })
     }
 
     /// Applies pending migrations from `migrations/` (embedded in the binary).
