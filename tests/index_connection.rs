@@ -3,23 +3,9 @@
 //! the next commit is sent again on a new connection instead of failing.
 
 use brainaged::db::Db;
-use brainaged::db::instances::InstanceRecord;
 
-fn record(sop: &str) -> InstanceRecord {
-    InstanceRecord {
-        sop_instance_uid: sop.into(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
-        series_instance_uid: "1.2.3.series".into(),
-        study_instance_uid: "1.2.3.study".into(),
-        spool_path: format!("x/{sop}.dcm"),
-        transfer_syntax: "1.2.840.10008.1.2.1".into(),
-        size_bytes: 10,
-        calling_ae: "TEST".into(),
-        received_at: chrono::Utc::now(),
-        patient_id: Some("P1".into()),
-        ..Default::default()
-    }
-}
+mod common;
+use common::index::{count, record};
 
 /// Ends every other session of the test database, as a server restart or a dropped network
 /// connection would; returns how many were ended.
@@ -33,26 +19,29 @@ async fn drop_other_sessions(db: &Db) -> i64 {
     .unwrap()
 }
 
-async fn rows(db: &Db) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM instances")
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_commit_after_the_server_dropped_the_connection_succeeds_on_a_new_one() {
     let (db, _) = Db::connect_for_test().await.expect("test database");
-    db.index_instance(&record("1.2.3.1")).await.unwrap();
+    db.index_instance(&record("1.2.3.series", "1.2.3.1"))
+        .await
+        .unwrap();
     // The kept connection is one of the sessions ended here.
     assert!(drop_other_sessions(&db).await >= 1);
-    db.index_instance(&record("1.2.3.2")).await.unwrap();
-    db.index_instances(&[record("1.2.3.3"), record("1.2.3.4")])
+    db.index_instance(&record("1.2.3.series", "1.2.3.2"))
         .await
         .unwrap();
+    db.index_instances(&[
+        record("1.2.3.series", "1.2.3.3"),
+        record("1.2.3.series", "1.2.3.4"),
+    ])
+    .await
+    .unwrap();
     assert!(drop_other_sessions(&db).await >= 1);
-    db.index_instances(&[record("1.2.3.5"), record("1.2.3.6")])
-        .await
-        .unwrap();
-    assert_eq!(rows(&db).await, 6);
+    db.index_instances(&[
+        record("1.2.3.series", "1.2.3.5"),
+        record("1.2.3.series", "1.2.3.6"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM instances").await, 6);
 }

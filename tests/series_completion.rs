@@ -5,33 +5,10 @@
 use std::time::Duration;
 
 use brainaged::db::Db;
-use brainaged::db::instances::InstanceRecord;
 use brainaged::db::jobs::PROCESS_SERIES;
 
-fn record(series: &str, sop: &str) -> InstanceRecord {
-    InstanceRecord {
-        sop_instance_uid: sop.into(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
-        series_instance_uid: series.into(),
-        study_instance_uid: "1.2.3.study".into(),
-        spool_path: format!("x/{sop}.dcm"),
-        transfer_syntax: "1.2.840.10008.1.2.1".into(),
-        size_bytes: 10,
-        calling_ae: "TEST".into(),
-        received_at: chrono::Utc::now(),
-        patient_id: Some("P1".into()),
-        patient_sex: Some("F".into()),
-        modality: Some("MR".into()),
-        ..Default::default()
-    }
-}
-
-async fn count(db: &Db, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-}
+mod common;
+use common::index::{count, record};
 
 #[tokio::test]
 async fn stable_series_completes_and_late_instance_reopens() {

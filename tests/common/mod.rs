@@ -1,6 +1,8 @@
 //! Shared helpers for tests that run the real `brainaged` binary against real peers.
 #![allow(dead_code)]
 
+pub mod index;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
