@@ -15,7 +15,7 @@
 
 use std::future::Future;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Mutex;
 
 use super::{DbError, unavailable};
@@ -55,6 +55,13 @@ impl CommitConnection {
                     return other.map_err(DbError::from);
                 }
             }
+        }
+    }
+
+    /// Closes the kept connection, if any, telling the server so.
+    pub async fn close(&self) {
+        if let Some(conn) = self.slot.lock().await.take() {
+            let _ = conn.close().await;
         }
     }
 }

@@ -99,6 +99,7 @@ impl Db {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.commits.close().await;
         self.pool.close().await;
     }
 

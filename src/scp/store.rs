@@ -103,9 +103,8 @@ async fn receive<I: InstanceIndex>(
     origin: &Origin<'_>,
     dataset: Vec<u8>,
 ) -> (Result<(InstanceRecord, Planned), Failure>, Vec<u8>) {
-    if dataset.len() <= DESCRIBE_HERE_MAX
-        && let Some(rec) = scanned(origin.transfer_syntax, &dataset)
-    {
+    let small = dataset.len() <= DESCRIBE_HERE_MAX;
+    if small && let Some(rec) = scanned(origin.transfer_syntax, &dataset) {
         let received = finish(
             &svc.spool,
             req,
@@ -120,13 +119,17 @@ async fn receive<I: InstanceIndex>(
     let req = req.clone();
     let ae = origin.calling_ae.to_string();
     let ts = origin.transfer_syntax.to_string();
-    let parsed = tokio::task::spawn_blocking(move || {
-        let received =
-            parsed(&ts, &dataset).and_then(|rec| finish(&spool, &req, &ae, &ts, rec, &dataset));
+    let joined = tokio::task::spawn_blocking(move || {
+        // A small dataset got here because the scan could not read it.
+        let described = match (!small).then(|| scanned(&ts, &dataset)).flatten() {
+            Some(rec) => Ok(rec),
+            None => parsed(&ts, &dataset),
+        };
+        let received = described.and_then(|rec| finish(&spool, &req, &ae, &ts, rec, &dataset));
         (received, dataset)
     })
     .await;
-    parsed.unwrap_or_else(|_| {
+    joined.unwrap_or_else(|_| {
         let failed = Failure::new(status::OUT_OF_RESOURCES, "storage task failed");
         (Err(failed), Vec::new())
     })
