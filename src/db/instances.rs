@@ -48,6 +48,9 @@ impl Db {
     /// re-sent SOP Instance UID updates its row (one row, latest file). An instance for a
     /// completed series reopens it and its study, so a new job version follows the next
     /// completion. Returns true when it reopened a completed series.
+    ///
+    /// Sent on the connection kept for index commits (`db::commit`), not a pooled one; being
+    /// idempotent, it is sent again on a new connection when the kept one turns out broken.
     pub async fn index_instance(&self, rec: &InstanceRecord) -> Result<bool, DbError> {
         let statement = |mut conn: PgConnection| async move {
             let result = sqlx::query_scalar!(
