@@ -80,8 +80,8 @@ impl Db {
                 rec.protocol_name,
                 rec.image_type,
             )
-                .fetch_one(&mut conn)
-                .await;
+            .fetch_one(&mut conn)
+            .await;
             (conn, result)
         };
         let reopened = self.commits.run(&self.pool, statement).await?;
@@ -131,8 +131,8 @@ impl Db {
                 &o(|r| r.protocol_name.clone()) as _,
                 &o(|r| r.image_type.clone()) as _,
             )
-                .fetch_one(&mut conn)
-                .await;
+            .fetch_one(&mut conn)
+            .await;
             (conn, result)
         };
         let reopened = self.commits.run(&self.pool, statement).await?;

@@ -76,7 +76,7 @@ pub(crate) async fn handle<I: InstanceIndex>(
     });
     let (rec, index_result) = svc.commits.index(rec).await;
     let (written, dataset) = match writer.await {
-        Ok((written, dataset)) => (written, dataset),
+        Ok(pair) => pair,
         Err(e) => (Err(format!("storage task failed: {e}")), Vec::new()),
     };
     let outcome = match (index_result, written) {
