@@ -8,8 +8,9 @@
 # with one association and with four concurrent associations, in the same run.
 # Prints instances/s and MB/s (medians of REPEATS runs, the receivers taking turns), the share of
 # the machine's CPU left idle during the send (a receiver that leaves CPU idle is waiting on
-# something: flushes, a commit), storescu's own CPU per instance, and brainaged's ratios to the
-# others. Last, the floor the durability rule sets under one association (storescu's CPU + the
+# something: flushes, a commit), the CPU the whole machine used per instance (senders, receiver,
+# database, kernel: what a receiver costs in total, whatever it leaves idle), storescu's own CPU
+# per instance, and brainaged's ratios to the others. Last, the floor the durability rule sets under one association (storescu's CPU + the
 # spool file's and the index's durable writes, bare) and where brainaged and storescp stand to it.
 #
 # usage: bench/ingest.sh [FOLDER] [REPEATS]
@@ -206,9 +207,9 @@ median_of() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[
 
 # The receivers take turns within each repeat (brainaged, storescp to disk, ..., then again), so
 # that a slow spell of this shared machine falls on all of them alike instead of on one.
-declare -A median times idles senders
+declare -A median times idles senders busy
 for mode in 1 4; do
-    for kind in $kinds; do times[$kind]="" idles[$kind]="" senders[$kind]=""; done
+    for kind in $kinds; do times[$kind]="" idles[$kind]="" senders[$kind]="" busy[$kind]=""; done
     for r in $(seq 1 "$repeats"); do
         for kind in $kinds; do
             k=$kind; [ "$kind" != brainaged ] && k="$kind$mode"
@@ -222,17 +223,19 @@ for mode in 1 4; do
             stop_server
             times[$kind]+="$t " idles[$kind]+="$(cat "$work/idle") "
             senders[$kind]+="$(cat "$work/sender_ms") "
+            busy[$kind]+="$(python3 -c "print($(nproc) * (1 - $(cat "$work/idle")) * $t / $count * 1e3)") "
         done
     done
     for kind in $kinds; do
         median[$kind$mode]=$(printf '%s\n' ${times[$kind]} | median_of)
         idle=$(printf '%s\n' ${idles[$kind]} | median_of)
         median[sender-$kind$mode]=$(printf '%s\n' ${senders[$kind]} | median_of)
-        printf '%-16s assoc=%s  runs(s): %s  median %.2fs  %.0f inst/s  %.1f MB/s  CPU idle %.0f%%  storescu CPU %.3f ms/inst\n' \
+        machine=$(printf '%s\n' ${busy[$kind]} | median_of)
+        printf '%-16s assoc=%s  runs(s): %s  median %.2fs  %.0f inst/s  %.1f MB/s  CPU idle %.0f%%  machine CPU %.2f ms/inst  storescu CPU %.3f ms/inst\n' \
             "$kind" "$mode" "${times[$kind]% }" "${median[$kind$mode]}" \
             "$(python3 -c "print($count/${median[$kind$mode]})")" \
             "$(python3 -c "print($mb/${median[$kind$mode]})")" \
-            "$(python3 -c "print(100*$idle)")" "${median[sender-$kind$mode]}"
+            "$(python3 -c "print(100*$idle)")" "$machine" "${median[sender-$kind$mode]}"
     done
     python3 - "${median[brainaged$mode]}" "${median[storescp-disk$mode]}" "${median[storescp-durable$mode]}" "${median[storescp-ignore$mode]}" "$mode" <<'PY'
 import sys
