@@ -10,8 +10,9 @@
 # the machine's CPU left idle during the send (a receiver that leaves CPU idle is waiting on
 # something: flushes, a commit), the CPU the whole machine used per instance (senders, receiver,
 # database, kernel: what a receiver costs in total, whatever it leaves idle), storescu's own CPU
-# per instance, and brainaged's ratios to the others. Last, the floor the durability rule sets under one association (storescu's CPU + the
-# spool file's and the index's durable writes, bare) and where brainaged and storescp stand to it.
+# per instance, and brainaged's ratios to the others. Last, the floor the durability rule sets
+# under one association (storescu's CPU + the spool file's and the index's durable writes, bare)
+# and where brainaged and storescp stand to it.
 #
 # usage: bench/ingest.sh [FOLDER] [REPEATS]
 #   FOLDER   default: $BRAINAGED_SHARED/dicom/philips-dwi-bangalore (2040 files)
