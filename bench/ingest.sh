@@ -43,18 +43,31 @@ cleanup() {
 trap cleanup EXIT
 gcc -O2 -Wall -shared -fPIC -o "$work/durable_shim.so" "$shim_src" -ldl
 
-# The DICOM files of the folder (storescu would skip the others anyway), split into 4 lists.
+# The DICOM files of the folder that storescu can send, split into 4 lists. Without a
+# configuration file storescu proposes only the standard storage SOP classes, so a file of a
+# private class (e.g. Philips' 1.3.46.670589.11.0.0.12.x) never leaves it, and it skips a DICOMDIR
+# (a media directory, not an instance): both are left out here.
 python3 - "$folder" "$work" <<'PY'
 import os, sys
+from pydicom.filereader import read_file_meta_info
 folder, work = sys.argv[1], sys.argv[2]
-files = []
+MEDIA_DIRECTORY = '1.2.840.10008.1.3.10'
+files, left_out = [], 0
 for r, _d, names in os.walk(folder):
     for n in sorted(names):
         p = os.path.join(r, n)
         with open(p, 'rb') as f:
             head = f.read(132)
-        if head[128:132] == b'DICM':
+        if head[128:132] != b'DICM':
+            continue
+        sop_class = str(read_file_meta_info(p).get('MediaStorageSOPClassUID', ''))
+        if sop_class.startswith('1.2.840.10008.') and sop_class != MEDIA_DIRECTORY:
             files.append(p)
+        else:
+            left_out += 1
+if left_out:
+    print(f"left out {left_out} files storescu would not send (private SOP class, DICOMDIR)",
+          file=sys.stderr)
 files.sort()
 open(os.path.join(work, 'all'), 'w').write('\n'.join(files) + '\n')
 for k in range(4):
@@ -148,7 +161,8 @@ stop_server() {
 
 # Sends the folder over N associations (one storescu per list) and prints the seconds it took.
 # Leaves in $work/idle the share of the machine's CPU left idle meanwhile (/proc/stat: idle +
-# iowait), and in $work/sender_ms the CPU time the storescu processes used per instance.
+# iowait), in $work/machine_ms the CPU the whole machine used per instance, and in
+# $work/sender_ms the CPU time the storescu processes used per instance.
 send() {  # port associations
     python3 - "$1" "$2" "$work" "$count" <<'PY'
 import os, resource, subprocess, sys, time
@@ -176,6 +190,8 @@ idle1, total1 = ticks()
 used = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(os.path.join(work, "idle"), "w").write(f"{(idle1 - idle0) / (total1 - total0)}\n")
 open(os.path.join(work, "sender_ms"), "w").write(f"{(used.ru_utime + used.ru_stime) / count * 1e3}\n")
+busy = ((total1 - total0) - (idle1 - idle0)) / os.sysconf("SC_CLK_TCK")
+open(os.path.join(work, "machine_ms"), "w").write(f"{busy / count * 1e3}\n")
 print(seconds)
 PY
 }
@@ -224,7 +240,7 @@ for mode in 1 4; do
             stop_server
             times[$kind]+="$t " idles[$kind]+="$(cat "$work/idle") "
             senders[$kind]+="$(cat "$work/sender_ms") "
-            busy[$kind]+="$(python3 -c "print($(nproc) * (1 - $(cat "$work/idle")) * $t / $count * 1e3)") "
+            busy[$kind]+="$(cat "$work/machine_ms") "
         done
     done
     for kind in $kinds; do
