@@ -75,6 +75,10 @@ for k in range(4):
 print(len(files), sum(os.path.getsize(p) for p in files), file=open(os.path.join(work, 'size'), 'w'))
 PY
 read -r count bytes < "$work/size"
+if [ "$count" -eq 0 ]; then
+    echo "no DICOM files that storescu can send under '$folder' (is BRAINAGED_SHARED set?)" >&2
+    exit 1
+fi
 mb=$(python3 -c "print($bytes/1e6)")
 echo "data: $folder: $count instances, $mb MB; repeats: $repeats; $(nproc) cores"
 
