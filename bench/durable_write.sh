@@ -6,8 +6,10 @@
 # For each of N files of SIZE bytes, in the directory DIR (use the spool's filesystem):
 #   plain     create, write, close                           (what storescp to disk does)
 #   datasync  create, write, fdatasync, close
-#   durable   create, write, fdatasync, rename, fsync(dir)   (brainaged's rule: temp file, fsync,
-#                                                             rename, fsync of the directory)
+#   durable   create, write, fdatasync, rename, fsync(dir)   (the rule with a named temporary
+#                                                             file; brainaged links an unnamed
+#                                                             file instead where it can, one
+#                                                             directory write fewer)
 #   commit    append 8 KiB to a log file, fdatasync           (what a database commit flushes)
 #   both      durable and commit at the same time, from two threads: the two durable writes the
 #             rule needs before each C-STORE response (spool file and index), overlapped as

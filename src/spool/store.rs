@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use super::SpoolError;
 use super::meta::{self, MetaFields};
 use super::path::relative_path;
+use super::unnamed::{self, LinkVia};
 
 /// A received instance, as the receiver hands it to the spool.
 pub struct Incoming<'a> {
@@ -60,6 +61,10 @@ struct Inner {
     dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
     /// Makes temporary names unique between concurrent writers of the same SOP instance.
     counter: AtomicU64,
+    /// How files are written unnamed and linked into place ([`unnamed`]), found when the spool
+    /// opens; `None`: this filesystem or kernel cannot, so files are written under temporary
+    /// names and renamed.
+    unnamed: Option<LinkVia>,
 }
 
 impl Spool {
@@ -72,10 +77,12 @@ impl Spool {
                 sync_dir(parent)?;
             }
         }
+        let unnamed = unnamed::probe(&root);
         Ok(Spool(Arc::new(Inner {
             root,
             dirs: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            unnamed,
         })))
     }
 
@@ -134,7 +141,8 @@ impl Spool {
         })
     }
 
-    /// Writes a planned instance durably: temporary file, fdatasync, rename, directory fsync.
+    /// Writes a planned instance durably: its data flushed before it has its final name (an
+    /// unnamed file then linked, or a temporary file then renamed), then the directory fsynced.
     /// Blocking: call it from a blocking thread.
     pub fn write(&self, planned: &Planned, dataset: &[u8]) -> Result<(), SpoolError> {
         let target = self.0.root.join(&planned.stored.relative_path);
@@ -143,23 +151,74 @@ impl Spool {
             .map(Path::to_path_buf)
             .ok_or(SpoolError::Missing("a parent directory"))?;
         let dir_sync = self.ensure_dir(&dir)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id(),
-            self.0.counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = write_and_rename(&tmp, &target, &planned.header, dataset);
+        let parts = [&planned.header[..], dataset];
+        let result = match self.0.unnamed {
+            Some(via) => self.write_unnamed(&dir, &target, &parts, via),
+            None => self.write_named(&target, &parts),
+        };
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
             // The directory may have been removed behind our back: check again next time.
             self.forget_dir(&dir);
         }
         result?;
         dir_sync.after_rename(&dir)
+    }
+
+    /// Unnamed file → data on disk → linked under its final name. A re-sent instance finds its
+    /// old file there, and a link never replaces: the new file is then linked under a temporary
+    /// name and renamed over the old one, so that readers see either file, never neither.
+    fn write_unnamed(
+        &self,
+        dir: &Path,
+        target: &Path,
+        parts: &[&[u8]],
+        via: LinkVia,
+    ) -> Result<(), SpoolError> {
+        let file = unnamed::create(dir).map_err(|e| SpoolError::io(dir, e))?;
+        write_flushed(&file, parts).map_err(|e| SpoolError::io(target, e))?;
+        match unnamed::link(&file, target, via) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let tmp = self.temporary_name(target);
+                let replaced = unnamed::link(&file, &tmp, via)
+                    .map_err(|e| SpoolError::io(&tmp, e))
+                    .and_then(|()| fs::rename(&tmp, target).map_err(|e| SpoolError::io(target, e)));
+                if replaced.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                replaced
+            }
+            Err(e) => Err(SpoolError::io(target, e)),
+        }
+    }
+
+    /// Temporary file → data on disk → atomic rename, for filesystems without unnamed files.
+    fn write_named(&self, target: &Path, parts: &[&[u8]]) -> Result<(), SpoolError> {
+        let tmp = self.temporary_name(target);
+        let result = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|file| write_flushed(&file, parts))
+            .map_err(|e| SpoolError::io(&tmp, e))
+            .and_then(|()| fs::rename(&tmp, target).map_err(|e| SpoolError::io(target, e)));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A hidden name beside `target`, unique between concurrent writers of the same instance
+    /// (and skipped by [`walk`](super::walk) should a crash leave it behind).
+    fn temporary_name(&self, target: &Path) -> PathBuf {
+        let mut name = std::ffi::OsString::from(".");
+        name.push(target.file_name().unwrap_or_default());
+        name.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            self.0.counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        target.with_file_name(name)
     }
 
     /// Creates the study and series directories when missing, fsyncing each parent whose
@@ -215,7 +274,7 @@ struct DirSync {
 
 #[derive(Default)]
 struct SyncState {
-    /// Renames completed in the directory, counted.
+    /// Links and renames completed in the directory, counted.
     renamed: u64,
     /// The count of renames that a completed fsync has made durable.
     durable: u64,
@@ -224,7 +283,8 @@ struct SyncState {
 }
 
 impl DirSync {
-    /// Returns once a directory fsync that started after the caller's rename has succeeded.
+    /// Returns once a directory fsync that started after the caller's link or rename has
+    /// succeeded.
     /// An fsync that fails is reported to the writer who ran it; the writers waiting on it run
     /// their own.
     fn after_rename(&self, dir: &Path) -> Result<(), SpoolError> {
@@ -263,26 +323,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Temporary file → data on disk → atomic rename. The caller fsyncs the directory afterwards.
-fn write_and_rename(
-    tmp: &Path,
-    target: &Path,
-    header: &[u8],
-    dataset: &[u8],
-) -> Result<(), SpoolError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(|e| SpoolError::io(tmp, e))?;
-    file.write_all(header)
-        .and_then(|()| file.write_all(dataset))
-        .map_err(|e| SpoolError::io(tmp, e))?;
-    // Data (and the size, which fdatasync includes) must be on disk before the rename makes
-    // the file visible under its final name.
-    file.sync_data().map_err(|e| SpoolError::io(tmp, e))?;
-    drop(file);
-    fs::rename(tmp, target).map_err(|e| SpoolError::io(target, e))
+/// Writes `parts` and flushes them. Data (and the size, which fdatasync includes) must be on
+/// disk before a link or rename gives the file its final name.
+fn write_flushed(mut file: &File, parts: &[&[u8]]) -> std::io::Result<()> {
+    for part in parts {
+        file.write_all(part)?;
+    }
+    file.sync_data()
 }
 
 /// Makes a directory's entries (a new file name, a rename) durable.
@@ -380,6 +427,47 @@ mod tests {
         let second = spool.store(&instance("1.2.3.5")).unwrap();
         for stored in [first, second] {
             assert!(spool.path_of(&stored.relative_path).is_file());
+        }
+    }
+
+    /// A spool at `root` that writes the way `unnamed` says, whatever its filesystem supports.
+    fn spool_writing(root: &Path, unnamed: Option<LinkVia>) -> Spool {
+        Spool(Arc::new(Inner {
+            root: root.to_path_buf(),
+            dirs: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+            unnamed,
+        }))
+    }
+
+    #[test]
+    fn a_resent_instance_replaces_the_file_either_way_and_leaves_no_temporary() {
+        let probe_dir = tempfile::tempdir().unwrap();
+        let via = unnamed::probe(probe_dir.path()).expect("unnamed files on the test filesystem");
+        for mode in [Some(via), None] {
+            let root = tempfile::tempdir().unwrap();
+            let spool = spool_writing(root.path(), mode);
+            let instance = |dataset: &'static [u8]| Incoming {
+                study_instance_uid: "1.2",
+                series_instance_uid: "1.2.3",
+                sop_instance_uid: "1.2.3.4",
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
+                transfer_syntax: "1.2.840.10008.1.2.1",
+                calling_ae: "SCU",
+                dataset,
+            };
+            let first = spool.store(&instance(b"first dataset")).unwrap();
+            let second = spool.store(&instance(b"second, longer dataset")).unwrap();
+            assert_eq!(first.relative_path, second.relative_path);
+            let path = spool.path_of(&second.relative_path);
+            let bytes = fs::read(&path).unwrap();
+            assert!(bytes.ends_with(b"second, longer dataset"), "{mode:?}");
+            assert_eq!(bytes.len() as u64, second.size_bytes, "{mode:?}");
+            let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names.len(), 1, "{mode:?}: {names:?}");
         }
     }
 
