@@ -10,9 +10,10 @@
 //! the name appears only after the data is on disk, as with the rename.
 //!
 //! Not every filesystem supports `O_TMPFILE`, and linking an open file by descriptor
-//! (`AT_EMPTY_PATH`) needs either a kernel of 6.10 or later or `CAP_DAC_READ_SEARCH`; the
-//! `/proc/self/fd` route needs `/proc` in the same mount namespace. [`probe`] finds out once,
-//! when the spool opens, which route works; without one the spool uses temporary names.
+//! (`AT_EMPTY_PATH`) needs `CAP_DAC_READ_SEARCH` on many kernels (recent ones relax this for a
+//! file the caller opened itself); the `/proc/self/fd` route needs `/proc` of the same mount
+//! namespace. [`probe`] finds out once, when the spool opens, which route works; without one the
+//! spool uses temporary names.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
