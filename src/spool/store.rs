@@ -180,13 +180,7 @@ impl Spool {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 let tmp = self.temporary_name(target);
-                let replaced = unnamed::link(&file, &tmp, via)
-                    .map_err(|e| SpoolError::io(&tmp, e))
-                    .and_then(|()| fs::rename(&tmp, target).map_err(|e| SpoolError::io(target, e)));
-                if replaced.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                replaced
+                rename_into_place(&tmp, target, unnamed::link(&file, &tmp, via))
             }
             Err(e) => Err(SpoolError::io(target, e)),
         }
@@ -195,17 +189,12 @@ impl Spool {
     /// Temporary file → data on disk → atomic rename, for filesystems without unnamed files.
     fn write_named(&self, target: &Path, parts: &[&[u8]]) -> Result<(), SpoolError> {
         let tmp = self.temporary_name(target);
-        let result = OpenOptions::new()
+        let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .and_then(|file| write_flushed(&file, parts))
-            .map_err(|e| SpoolError::io(&tmp, e))
-            .and_then(|()| fs::rename(&tmp, target).map_err(|e| SpoolError::io(target, e)));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+            .and_then(|file| write_flushed(&file, parts));
+        rename_into_place(&tmp, target, written)
     }
 
     /// A hidden name beside `target`, unique between concurrent writers of the same instance
@@ -330,6 +319,22 @@ fn write_flushed(mut file: &File, parts: &[&[u8]]) -> std::io::Result<()> {
         file.write_all(part)?;
     }
     file.sync_data()
+}
+
+/// Renames the temporary file `tmp`, once `written` says its flushed data is there, over
+/// `target`; on any failure removes `tmp`, so that no temporary outlives a failed write.
+fn rename_into_place(
+    tmp: &Path,
+    target: &Path,
+    written: std::io::Result<()>,
+) -> Result<(), SpoolError> {
+    let result = written
+        .map_err(|e| SpoolError::io(tmp, e))
+        .and_then(|()| fs::rename(tmp, target).map_err(|e| SpoolError::io(target, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
 }
 
 /// Makes a directory's entries (a new file name, a rename) durable.
