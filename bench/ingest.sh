@@ -163,6 +163,16 @@ stop_server() {
     server_pid=""
 }
 
+# Reads every file to be sent, outside the timed window, so that storescu finds them all in the
+# page cache whichever receiver it sends to. These machines run DAMON's proactive reclaim
+# (kdamond, action pageout for memory not accessed for about a minute); between runs it evicts
+# the source files, storescu then reads them from disk during the timed send, and the receiver
+# that runs first after a pause pays for it (seen: 30 % of the folder resident before one
+# brainaged run; in the profile of another, storescu's reads went to the disk).
+warm_sources() {
+    xargs -a "$work/all" cat >/dev/null
+}
+
 # Sends the folder over N associations (one storescu per list) and prints the seconds it took.
 # Leaves in $work/idle the share of the machine's CPU left idle meanwhile (/proc/stat: idle +
 # iowait), in $work/machine_ms the CPU the whole machine used per instance, and in
@@ -235,7 +245,7 @@ for mode in 1 4; do
         for kind in $kinds; do
             k=$kind; [ "$kind" != brainaged ] && k="$kind$mode"
             port=$(free_port)
-            start_server "$k" "$port"; sync
+            start_server "$k" "$port"; sync; warm_sources
             t=$(send "$port" "$mode")
             case $kind in
             brainaged) check_brainaged ;;
