@@ -1,12 +1,13 @@
 //! The durable instance store: the source of truth for every received instance.
 //!
 //! Each instance is one part-10 file at `study/series/sop.dcm` (sanitised UIDs) under the spool
-//! root. A file is written unnamed (or, where the filesystem cannot, under a temporary name) in its
-//! final directory, fsynced, linked (renamed) into place and the directory fsynced, so that after
-//! [`Spool::store`] returns the instance survives a crash or power loss; only then may the
+//! root. A file is written unnamed (or, where the filesystem cannot, under a temporary name) in
+//! its final directory, fsynced, linked (renamed) into place and the directory fsynced, so that
+//! after [`Spool::store`] returns the instance survives a crash or power loss; only then may the
 //! receiver acknowledge it. The received dataset bytes are written as they came, after a file
-//! meta group of our own, so the sender's transfer syntax is preserved and nothing is re-encoded. The database index can always be rebuilt from these files
-//! ([`walk`], [`record`]).
+//! meta group of our own, so the sender's transfer syntax is preserved and nothing is
+//! re-encoded. The database index can always be rebuilt from these files ([`walk`],
+//! [`record`]).
 
 mod meta;
 mod path;
