@@ -6,8 +6,9 @@
 //! syncs a new file's parent in the fdatasync), and the rename then changes the directory again
 //! for the directory fsync. An unnamed file has no entry until it is linked, so its fdatasync
 //! writes only the file, and the directory is written once, by the fsync after the link
-//! (measured: 7.7 → 6.05 device writes per spool file). Readers still never see a partial file:
-//! the name appears only after the data is on disk, as with the rename.
+//! (measured with `/proc/diskstats`: 7.7 → 6.05 device writes per spool file; a block trace
+//! counts 1 data write, 3 metadata writes and 2 flushes per unnamed file). Readers still never
+//! see a partial file: the name appears only after the data is on disk, as with the rename.
 //!
 //! Not every filesystem supports `O_TMPFILE`, and linking an open file by descriptor
 //! (`AT_EMPTY_PATH`) needs `CAP_DAC_READ_SEARCH` on many kernels (recent ones relax this for a
