@@ -42,11 +42,12 @@ use super::{Db, DbError};
 impl Db {
     /// Records one stored instance, creating or updating its patient, study and series.
     ///
-    /// One call of the `brainaged_index_instance` function (see its migration for the locking
-    /// rules), committed before the C-STORE is acknowledged: a single round trip, because one
-    /// association is strictly sequential and every round trip is paid by every instance. A
-    /// re-sent SOP Instance UID updates its row (one row, latest file). An instance for a
-    /// completed series reopens it and its study, so a new job version follows the next
+    /// One call of the `brainaged_index_instance` function (its locking rules are in migration
+    /// `20261126000003`, its short path for another instance of a known series in
+    /// `20261127000006`), committed before the C-STORE is acknowledged: a single round trip,
+    /// because one association is strictly sequential and every round trip is paid by every
+    /// instance. A re-sent SOP Instance UID updates its row (one row, latest file). An instance
+    /// for a completed series reopens it and its study, so a new job version follows the next
     /// completion. Returns true when it reopened a completed series.
     ///
     /// Sent on the connection kept for index commits (`db::commit`), not a pooled one; being
