@@ -46,7 +46,7 @@ for commit in on off; do
     for _ in $(seq "$rounds"); do
         for db in "${dbs[@]}"; do
             ms=$(PGOPTIONS="-c synchronous_commit=$commit" pgbench -n -c 1 -T "$secs" \
-                -M prepared -f "$work/call.sql" "$db" 2>/dev/null |
+                -M prepared -f "$work/call.sql" "$db" |
                 awk '/latency average/ {print $4}')
             echo "$commit ${db%_*} $ms" >> "$work/results"
         done

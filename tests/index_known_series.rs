@@ -62,7 +62,8 @@ async fn a_known_series_under_another_study_or_patient_still_makes_their_rows() 
         .await
         .unwrap();
 
-    // Real data has instances whose series UID collides across studies; the study is recorded.
+    // The series UID arriving again under another study (a reused or malformed UID): that
+    // study is still recorded, as the long path records it.
     let mut elsewhere = record("1.2.3.m", "1.2.3.m.1");
     elsewhere.study_instance_uid = "1.2.3.other-study".into();
     db.index_instance(&elsewhere).await.unwrap();
