@@ -8,6 +8,7 @@
 
 mod infer_support;
 
+use brainaged::infer::covariates::{Race, Sex, braid_demographics};
 use brainaged::infer::ensemble::Ensemble;
 use brainaged::infer::package::ModelPackage;
 use brainaged::infer::runtime::RuntimeOptions;
@@ -116,5 +117,29 @@ fn exported_braid_folds_match_pytorch() {
         .unwrap();
     for k in 0..2 {
         assert!((alone[0].raw.folds[k] - predictions[1].raw.folds[k]).abs() <= 1e-4);
+    }
+
+    // `models bench` prints each fold's prediction for the image file it timed (with the
+    // covariates of unknown sex and race), which is how bench/infer_cuda.sh compares a provider
+    // with PyTorch: it must be that fold's output on exactly that input.
+    let image_file = root.join("subject-1.f32");
+    let bytes: Vec<u8> = single.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&image_file, bytes).unwrap();
+    let bench = infer_support::run_json(
+        infer_support::brainaged()
+            .args(["models", "--models-dir", models.to_str().unwrap()])
+            .args(["bench", "braid-wm-age-nonrigid", "--runs", "1"])
+            .args(["--threads", "2", "--providers", "cpu", "--json", "--input"])
+            .arg(&image_file),
+    );
+    let unknown = braid_demographics(Sex::Unknown, Race::Unknown);
+    let unknown = ndarray::ArrayD::from_shape_vec(vec![1, 6], unknown.to_vec()).unwrap();
+    for k in 0..2 {
+        let want = ensemble.run_fold(k, &single, Some(&unknown)).unwrap()[[0, 0]];
+        let got = bench["folds"][k]["output"][0].as_f64().unwrap();
+        assert!(
+            (got - want as f64).abs() <= 1e-4,
+            "bench fold {k}: printed {got}, ensemble {want}"
+        );
     }
 }

@@ -307,7 +307,9 @@ fn bench(
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut folds = Vec::new();
     for k in 0..ensemble.len() {
-        ensemble.run_fold(k, &image, covariates.as_ref())?;
+        // The warm-up run's prediction is printed too, so that a provider's output can be
+        // compared with the peer's on the same input (CUDA kernels may use TF32 arithmetic).
+        let output = ensemble.run_fold(k, &image, covariates.as_ref())?;
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs.max(1) {
             let t = std::time::Instant::now();
@@ -322,6 +324,7 @@ fn bench(
             "median_ms": median,
             "min_ms": times[0],
             "runs": times.len(),
+            "output": output.iter().copied().collect::<Vec<f32>>(),
         }));
     }
     let result = serde_json::json!({
@@ -342,11 +345,12 @@ fn bench(
         );
         for f in &folds {
             println!(
-                "  fold {}: median {:.1} ms (min {:.1} ms, {} runs)",
+                "  fold {}: median {:.1} ms (min {:.1} ms, {} runs), output {}",
                 f["fold"],
                 f["median_ms"].as_f64().unwrap_or(f64::NAN),
                 f["min_ms"].as_f64().unwrap_or(f64::NAN),
-                f["runs"]
+                f["runs"],
+                f["output"]
             );
         }
     }
