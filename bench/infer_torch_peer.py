@@ -3,7 +3,8 @@
 (.pth) on the same raw float32 image and the same covariates brainaged's `models bench` uses.
 
 Usage: infer_torch_peer.py FOLD.pth IMAGE.f32 C,X,Y,Z --threads T --runs N [--device cpu|cuda]
-Prints one JSON line: {"median_ms": ..., "min_ms": ..., "runs": N, "device": ...}.
+Prints one JSON line: {"median_ms": ..., "min_ms": ..., "runs": N, "device": ..., "output": [...]},
+the output being the warm-up run's prediction, for comparison with brainaged's.
 """
 import argparse
 import json
@@ -38,7 +39,7 @@ def main():
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
-        model(image, cov)
+        output = model(image, cov).float().cpu().flatten().tolist()
         sync()
         for _ in range(a.runs):
             t = time.perf_counter()
@@ -47,7 +48,7 @@ def main():
             times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0], "runs": a.runs,
-                      "device": a.device, "torch": torch.__version__}))
+                      "device": a.device, "torch": torch.__version__, "output": output}))
 
 
 if __name__ == "__main__":
