@@ -10,7 +10,9 @@
 # the machine's CPU left idle during the send (a receiver that leaves CPU idle is waiting on
 # something: flushes, a commit), the CPU the whole machine used per instance (senders, receiver,
 # database, kernel: what a receiver costs in total, whatever it leaves idle), storescu's own CPU
-# per instance, and brainaged's ratios to the others. Last, the floor the durability rule sets
+# per instance, the device flushes per instance that the disk holding the spools completed during
+# the send (what the durability rule asks of the disk; storescp to disk makes none), and
+# brainaged's ratios to the others. Last, the floor the durability rule sets
 # under one association (storescu's CPU + the spool file's and the index's durable writes, bare)
 # and where brainaged and storescp stand to it.
 #
@@ -175,7 +177,9 @@ warm_sources() {
 
 # Sends the folder over N associations (one storescu per list) and prints the seconds it took.
 # Leaves in $work/idle the share of the machine's CPU left idle meanwhile (/proc/stat: idle +
-# iowait), in $work/machine_ms the CPU the whole machine used per instance, and in
+# iowait), in $work/machine_ms the CPU the whole machine used per instance, in $work/flushes the
+# device flushes per instance of the disk under $work ("nan" where the kernel does not count
+# them), and in
 # $work/sender_ms the CPU time the storescu processes used per instance.
 send() {  # port associations
     python3 - "$1" "$2" "$work" "$count" <<'PY'
@@ -188,6 +192,19 @@ def ticks():
         v = [int(x) for x in f.readline().split()[1:8]]
     return v[3] + v[4], sum(v)
 
+def flush_counter():
+    """The kernel's count of completed flush requests of the disk holding `work`, or None."""
+    dev = os.stat(work).st_dev
+    sysdir = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    if os.path.exists(os.path.join(sysdir, "partition")):
+        sysdir = os.path.join(sysdir, "..")  # flushes are counted for the whole disk
+    try:
+        fields = open(os.path.join(sysdir, "stat")).read().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) >= 17 else None
+
+flushes0 = flush_counter()
 idle0, total0 = ticks()
 t0 = time.perf_counter()
 senders = [
@@ -201,6 +218,9 @@ for p in senders:
     p.wait()
 seconds = time.perf_counter() - t0
 idle1, total1 = ticks()
+flushes1 = flush_counter()
+flushes = "nan" if flushes0 is None or flushes1 is None else (flushes1 - flushes0) / count
+open(os.path.join(work, "flushes"), "w").write(f"{flushes}\n")
 used = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(os.path.join(work, "idle"), "w").write(f"{(idle1 - idle0) / (total1 - total0)}\n")
 open(os.path.join(work, "sender_ms"), "w").write(f"{(used.ru_utime + used.ru_stime) / count * 1e3}\n")
@@ -238,9 +258,11 @@ median_of() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[
 
 # The receivers take turns within each repeat (brainaged, storescp to disk, ..., then again), so
 # that a slow spell of this shared machine falls on all of them alike instead of on one.
-declare -A median times idles senders busy
+declare -A median times idles senders busy flushes
 for mode in 1 4; do
-    for kind in $kinds; do times[$kind]="" idles[$kind]="" senders[$kind]="" busy[$kind]=""; done
+    for kind in $kinds; do
+        times[$kind]="" idles[$kind]="" senders[$kind]="" busy[$kind]="" flushes[$kind]=""
+    done
     for r in $(seq 1 "$repeats"); do
         for kind in $kinds; do
             k=$kind; [ "$kind" != brainaged ] && k="$kind$mode"
@@ -255,6 +277,7 @@ for mode in 1 4; do
             times[$kind]+="$t " idles[$kind]+="$(cat "$work/idle") "
             senders[$kind]+="$(cat "$work/sender_ms") "
             busy[$kind]+="$(cat "$work/machine_ms") "
+            flushes[$kind]+="$(cat "$work/flushes") "
         done
     done
     for kind in $kinds; do
@@ -262,11 +285,12 @@ for mode in 1 4; do
         idle=$(printf '%s\n' ${idles[$kind]} | median_of)
         median[sender-$kind$mode]=$(printf '%s\n' ${senders[$kind]} | median_of)
         machine=$(printf '%s\n' ${busy[$kind]} | median_of)
-        printf '%-16s assoc=%s  runs(s): %s  median %.2fs  %.0f inst/s  %.1f MB/s  CPU idle %.0f%%  machine CPU %.2f ms/inst  storescu CPU %.3f ms/inst\n' \
+        flush=$(printf '%s\n' ${flushes[$kind]} | median_of)
+        printf '%-16s assoc=%s  runs(s): %s  median %.2fs  %.0f inst/s  %.1f MB/s  CPU idle %.0f%%  machine CPU %.2f ms/inst  storescu CPU %.3f ms/inst  device flushes %.2f/inst\n' \
             "$kind" "$mode" "${times[$kind]% }" "${median[$kind$mode]}" \
             "$(python3 -c "print($count/${median[$kind$mode]})")" \
             "$(python3 -c "print($mb/${median[$kind$mode]})")" \
-            "$(python3 -c "print(100*$idle)")" "$machine" "${median[sender-$kind$mode]}"
+            "$(python3 -c "print(100*$idle)")" "$machine" "${median[sender-$kind$mode]}" "$flush"
     done
     python3 - "${median[brainaged$mode]}" "${median[storescp-disk$mode]}" "${median[storescp-durable$mode]}" "${median[storescp-ignore$mode]}" "$mode" <<'PY'
 import sys
