@@ -7,9 +7,7 @@
 #   plain     create, write, close                           (what storescp to disk does)
 #   datasync  create, write, fdatasync, close
 #   durable   create, write, fdatasync, rename, fsync(dir)   (the rule with a named temporary
-#                                                             file; brainaged links an unnamed
-#                                                             file instead where it can, one
-#                                                             directory write fewer)
+#                                                             file, as brainaged's spool writes)
 #   commit    append 8 KiB to a log file, fdatasync           (what a database commit flushes)
 #   both      durable and commit at the same time, from two threads: the two durable writes the
 #             rule needs before each C-STORE response (spool file and index), overlapped as

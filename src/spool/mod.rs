@@ -1,20 +1,18 @@
 //! The durable instance store: the source of truth for every received instance.
 //!
 //! Each instance is one part-10 file at `study/series/sop.dcm` (sanitised UIDs) under the spool
-//! root. A file is written unnamed (or, where the filesystem cannot, under a temporary name) in
-//! its final directory, fsynced, linked (renamed) into place and the directory fsynced, so that
-//! after [`Spool::store`] returns the instance survives a crash or power loss; only then may the
-//! receiver acknowledge it. The received dataset bytes are written as they came, after a file
-//! meta group of our own, so the sender's transfer syntax is preserved and nothing is
-//! re-encoded. The database index can always be rebuilt from these files ([`walk`],
-//! [`record`]).
+//! root. A file is written under a temporary name in its final directory, fsynced, renamed into
+//! place and the directory fsynced, so that after [`Spool::store`] returns the instance survives
+//! a crash or power loss (tests/spool_power_cut.rs); only then may the receiver acknowledge it.
+//! The received dataset bytes are written as they came, after a file meta group of our own, so
+//! the sender's transfer syntax is preserved and nothing is re-encoded. The database index can
+//! always be rebuilt from these files ([`walk`], [`record`]).
 
 mod meta;
 mod path;
 pub mod record;
 pub mod scan;
 mod store;
-mod unnamed;
 mod walk;
 
 pub use meta::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
