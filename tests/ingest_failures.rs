@@ -167,6 +167,8 @@ async fn resent_instance_is_one_row_and_one_file() {
     // Nothing but the one file: no temporary left behind.
     let dir = files[0].parent().unwrap();
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+    let writing = scp.spool.root().join(".writing");
+    assert_eq!(std::fs::read_dir(writing).unwrap().count(), 0);
     scp.stop().await;
 }
 

@@ -181,6 +181,12 @@ fn power_cut_keeps_every_stored_instance(fs_kind: Fs) {
         lost.len(),
         stored.len()
     );
+    // What `brainaged reindex` would rebuild the index from: exactly the stored files.
+    let mut listed: Vec<PathBuf> = brainaged::spool::walk(&root).map(|p| p.unwrap()).collect();
+    let mut expected: Vec<PathBuf> = stored.iter().map(|(path, _)| root.join(path)).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "{fs_kind:?}: the spool lists other files");
 }
 
 #[test]

@@ -88,7 +88,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let spool = Spool::open(&config.spool.dir)
         .with_context(|| format!("opening the spool at {}", config.spool.dir.display()))?;
-    // Before the port opens: no row may name a file that a crash kept off the disk.
+    // Before the port opens: nothing writes to the spool yet, and no row may name a file that a
+    // crash kept off the disk.
+    let removed = spool
+        .remove_interrupted_writes()
+        .context("removing the temporary files of interrupted spool writes")?;
+    if removed > 0 {
+        info!(
+            removed,
+            "temporary files of spool writes a crash interrupted were removed"
+        );
+    }
     scp::recover::recover(&spool, &db)
         .await
         .context("checking the newest index rows against the spool")?;

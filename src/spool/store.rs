@@ -48,17 +48,26 @@ pub struct Stored {
 /// writers still holding the old [`DirSync`] keep their own fsync guarantee.
 const KNOWN_DIRS: usize = 4096;
 
+/// The directory under the spool root where every file is written before it is renamed into
+/// its series directory. One place for all temporaries: those of writes that a crash
+/// interrupted are found there without walking the spool, and removed before the receiver
+/// opens ([`Spool::remove_interrupted_writes`]). Hidden, and holding no `.dcm` names, so that
+/// [`walk`](super::walk) passes over it.
+const WRITING: &str = ".writing";
+
 /// The spool root and what we know about it. Cheap to clone; share one per daemon.
 #[derive(Clone)]
 pub struct Spool(Arc<Inner>);
 
 struct Inner {
     root: PathBuf,
+    /// `root/`[`WRITING`].
+    writing: PathBuf,
     /// Series directories already created and made durable, so that the common case (another
     /// instance of a known series) costs no directory checks; each with the fsyncs its writers
     /// share. Bounded by [`KNOWN_DIRS`].
     dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
-    /// Makes temporary names unique between concurrent writers of the same SOP instance.
+    /// Makes temporary names unique between concurrent writers.
     counter: AtomicU64,
 }
 
@@ -72,11 +81,33 @@ impl Spool {
                 sync_dir(parent)?;
             }
         }
+        let writing = root.join(WRITING);
+        create_writing_dir(&root, &writing).map_err(|e| SpoolError::io(&writing, e))?;
         Ok(Spool(Arc::new(Inner {
             root,
+            writing,
             dirs: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         })))
+    }
+
+    /// Removes the temporary files of writes that a crash interrupted (none of them was
+    /// acknowledged: a file is renamed into place before its instance is). Returns how many.
+    /// Call it only while nothing writes to the spool: `serve` does, before its port opens.
+    pub fn remove_interrupted_writes(&self) -> Result<usize, SpoolError> {
+        let dir = &self.0.writing;
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(SpoolError::io(dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry.map_err(|e| SpoolError::io(dir, e))?.path();
+            fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The spool root directory.
@@ -134,8 +165,8 @@ impl Spool {
         })
     }
 
-    /// Writes a planned instance durably: under a temporary name in its final directory, data
-    /// flushed, renamed into place, then the directory fsynced. Blocking: call it from a blocking
+    /// Writes a planned instance durably: under a temporary name in [`WRITING`], data flushed,
+    /// renamed into its series directory, then that directory fsynced. Blocking: call it from a blocking
     /// thread.
     ///
     /// Why a named temporary file and not an unnamed one (`O_TMPFILE`, linked into place after
@@ -151,11 +182,9 @@ impl Spool {
             .map(Path::to_path_buf)
             .ok_or(SpoolError::Missing("a parent directory"))?;
         let dir_sync = self.ensure_dir(&dir)?;
-        let tmp = self.temporary_name(&target);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let tmp = self.temporary_name();
+        let written = self
+            .create_temporary(&tmp)
             .and_then(|file| write_flushed(&file, &[&planned.header[..], dataset]));
         if let Err(e) = rename_into_place(&tmp, &target, written) {
             // The directory may have been removed behind our back: check again next time.
@@ -165,17 +194,33 @@ impl Spool {
         dir_sync.after_rename(&dir)
     }
 
-    /// A hidden name beside `target`, unique between concurrent writers of the same instance
-    /// (and skipped by [`walk`](super::walk) should a crash leave it behind).
-    fn temporary_name(&self, target: &Path) -> PathBuf {
-        let mut name = std::ffi::OsString::from(".");
-        name.push(target.file_name().unwrap_or_default());
-        name.push(format!(
-            ".{}.{}.tmp",
+    /// A name in [`WRITING`], unique between the writers of this process (the counter) and of
+    /// any other process writing to the spool at the same time (the process ID).
+    fn temporary_name(&self) -> PathBuf {
+        self.0.writing.join(format!(
+            "{}.{}.tmp",
             std::process::id(),
             self.0.counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        target.with_file_name(name)
+        ))
+    }
+
+    /// Creates (or truncates: it can only be a crashed writer's leftover) the temporary file
+    /// `tmp`, making [`WRITING`] again should it have been removed behind our back.
+    fn create_temporary(&self, tmp: &Path) -> std::io::Result<File> {
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(tmp)
+        };
+        match create() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_writing_dir(&self.0.root, &self.0.writing)?;
+                create()
+            }
+            result => result,
+        }
     }
 
     /// Creates the study and series directories when missing, fsyncing each parent whose
@@ -305,6 +350,15 @@ fn rename_into_place(
     result
 }
 
+/// Creates `writing` under `root` when missing, its entry made durable.
+fn create_writing_dir(root: &Path, writing: &Path) -> std::io::Result<()> {
+    match fs::create_dir(writing) {
+        Ok(()) => File::open(root)?.sync_all(),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes a directory's entries (a new file name, a rename) durable.
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
@@ -428,6 +482,40 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(fs::read_dir(root.path().join(WRITING)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn interrupted_writes_are_removed_and_a_lost_writing_directory_comes_back() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let writing = root.path().join(WRITING);
+        for name in ["4242.0.tmp", "4242.1.tmp"] {
+            fs::write(writing.join(name), b"half a file").unwrap();
+        }
+        assert_eq!(spool.remove_interrupted_writes().unwrap(), 2);
+        assert_eq!(fs::read_dir(&writing).unwrap().count(), 0);
+        assert_eq!(spool.remove_interrupted_writes().unwrap(), 0);
+
+        fs::remove_dir(&writing).unwrap();
+        let stored = spool
+            .store(&Incoming {
+                study_instance_uid: "1.2",
+                series_instance_uid: "1.2.3",
+                sop_instance_uid: "1.2.3.4",
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
+                transfer_syntax: "1.2.840.10008.1.2.1",
+                calling_ae: "SCU",
+                dataset: b"written after the directory came back",
+            })
+            .unwrap();
+        assert!(spool.path_of(&stored.relative_path).is_file());
+        assert!(writing.is_dir());
+        // The spool's listing skips the (empty) directory of temporaries.
+        let listed: Vec<_> = crate::spool::walk(root.path())
+            .map(|p| p.unwrap())
+            .collect();
+        assert_eq!(listed, vec![spool.path_of(&stored.relative_path)]);
     }
 
     #[test]
