@@ -402,6 +402,19 @@ mod tests {
         (calls.load(Ordering::SeqCst), results)
     }
 
+    /// An instance of series 1.2.3, its dataset not parsed by the spool.
+    fn instance<'a>(sop_instance_uid: &'a str, dataset: &'a [u8]) -> Incoming<'a> {
+        Incoming {
+            study_instance_uid: "1.2",
+            series_instance_uid: "1.2.3",
+            sop_instance_uid,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
+            transfer_syntax: "1.2.840.10008.1.2.1",
+            calling_ae: "SCU",
+            dataset,
+        }
+    }
+
     #[test]
     fn concurrent_renames_share_directory_fsyncs() {
         let (fsyncs, results) = concurrent_writers(8, &[]);
@@ -422,16 +435,7 @@ mod tests {
     fn the_memory_of_known_directories_is_bounded() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
-        let instance = |sop: &'static str| Incoming {
-            study_instance_uid: "1.2",
-            series_instance_uid: "1.2.3",
-            sop_instance_uid: sop,
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
-            transfer_syntax: "1.2.840.10008.1.2.1",
-            calling_ae: "SCU",
-            dataset: b"not parsed by the spool",
-        };
-        let first = spool.store(&instance("1.2.3.4")).unwrap();
+        let first = spool.store(&instance("1.2.3.4", b"first")).unwrap();
         let series_dir = spool
             .path_of(&first.relative_path)
             .parent()
@@ -451,7 +455,7 @@ mod tests {
         assert!(!known.contains_key(&series_dir));
         drop(known);
         // The forgotten series directory is found again and written into as before.
-        let second = spool.store(&instance("1.2.3.5")).unwrap();
+        let second = spool.store(&instance("1.2.3.5", b"second")).unwrap();
         for stored in [first, second] {
             assert!(spool.path_of(&stored.relative_path).is_file());
         }
@@ -461,17 +465,10 @@ mod tests {
     fn a_resent_instance_replaces_the_file_and_leaves_no_temporary() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
-        let instance = |dataset: &'static [u8]| Incoming {
-            study_instance_uid: "1.2",
-            series_instance_uid: "1.2.3",
-            sop_instance_uid: "1.2.3.4",
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
-            transfer_syntax: "1.2.840.10008.1.2.1",
-            calling_ae: "SCU",
-            dataset,
-        };
-        let first = spool.store(&instance(b"first dataset")).unwrap();
-        let second = spool.store(&instance(b"second, longer dataset")).unwrap();
+        let first = spool.store(&instance("1.2.3.4", b"first dataset")).unwrap();
+        let second = spool
+            .store(&instance("1.2.3.4", b"second, longer dataset"))
+            .unwrap();
         assert_eq!(first.relative_path, second.relative_path);
         let path = spool.path_of(&second.relative_path);
         let bytes = fs::read(&path).unwrap();
@@ -499,15 +496,10 @@ mod tests {
 
         fs::remove_dir(&writing).unwrap();
         let stored = spool
-            .store(&Incoming {
-                study_instance_uid: "1.2",
-                series_instance_uid: "1.2.3",
-                sop_instance_uid: "1.2.3.4",
-                sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
-                transfer_syntax: "1.2.840.10008.1.2.1",
-                calling_ae: "SCU",
-                dataset: b"written after the directory came back",
-            })
+            .store(&instance(
+                "1.2.3.4",
+                b"written after the directory came back",
+            ))
             .unwrap();
         assert!(spool.path_of(&stored.relative_path).is_file());
         assert!(writing.is_dir());
