@@ -81,11 +81,11 @@ impl Spool {
                 sync_dir(parent)?;
             }
         }
-        let writing = root.join(WRITING);
-        create_writing_dir(&root, &writing).map_err(|e| SpoolError::io(&writing, e))?;
+        // `WRITING` is made by the first write, not here: a spool opened only to be read (by
+        // `brainaged reindex`, say) may sit on a read-only filesystem.
         Ok(Spool(Arc::new(Inner {
+            writing: root.join(WRITING),
             root,
-            writing,
             dirs: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         })))
@@ -166,8 +166,8 @@ impl Spool {
     }
 
     /// Writes a planned instance durably: under a temporary name in [`WRITING`], data flushed,
-    /// renamed into its series directory, then that directory fsynced. Blocking: call it from a blocking
-    /// thread.
+    /// renamed into its series directory, then that directory fsynced. Blocking: call it from a
+    /// blocking thread.
     ///
     /// Why a named temporary file and not an unnamed one (`O_TMPFILE`, linked into place after
     /// its flush), which writes the directory once less: on ext4 without a journal the link
@@ -205,7 +205,7 @@ impl Spool {
     }
 
     /// Creates (or truncates: it can only be a crashed writer's leftover) the temporary file
-    /// `tmp`, making [`WRITING`] again should it have been removed behind our back.
+    /// `tmp`, making [`WRITING`] first when it is not there yet (or was removed behind our back).
     fn create_temporary(&self, tmp: &Path) -> std::io::Result<File> {
         let create = || {
             OpenOptions::new()
@@ -486,7 +486,13 @@ mod tests {
     fn interrupted_writes_are_removed_and_a_lost_writing_directory_comes_back() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
+        assert_eq!(
+            spool.remove_interrupted_writes().unwrap(),
+            0,
+            "nothing written yet"
+        );
         let writing = root.path().join(WRITING);
+        fs::create_dir(&writing).unwrap();
         for name in ["4242.0.tmp", "4242.1.tmp"] {
             fs::write(writing.join(name), b"half a file").unwrap();
         }
