@@ -97,6 +97,11 @@ pub struct DicomConfig {
     /// Seconds an association may sit idle between PDUs before we abort it.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// Largest dataset received in one C-STORE, in bytes. A dataset is held in memory until it
+    /// is written, so without a bound one peer sending fragments that never end could exhaust
+    /// memory; a larger dataset is read and discarded, and refused with A700.
+    #[serde(default = "default_max_dataset")]
+    pub max_dataset_bytes: u64,
     /// Storage SOP classes other than MR that are accepted and stored but never scored, so that a
     /// PACS pushing a whole study does not fail on a rejected presentation context.
     #[serde(default = "default_other_storage")]
@@ -197,6 +202,11 @@ fn default_artim() -> u64 {
 fn default_idle() -> u64 {
     300
 }
+fn default_max_dataset() -> u64 {
+    // Far above any single MR instance we know of (an enhanced multi-frame DWI series of 100
+    // volumes is a few hundred MB), far below the memory of a host running 32 associations.
+    2 << 30
+}
 fn default_spool_dir() -> PathBuf {
     PathBuf::from("/var/lib/brainaged/spool")
 }
@@ -257,6 +267,7 @@ impl Default for DicomConfig {
             max_pdu_length: default_max_pdu(),
             artim_timeout_secs: default_artim(),
             idle_timeout_secs: default_idle(),
+            max_dataset_bytes: default_max_dataset(),
             other_storage_classes: default_other_storage(),
         }
     }

@@ -205,6 +205,145 @@ async fn spool_failure_answers_out_of_resources() {
     scp.stop().await;
 }
 
+/// A Philips DWI slice: an MR instance about a third the size of [`mr_instance`].
+fn small_mr_instance() -> Instance {
+    scu::instance_from(
+        &shared_dicom()
+            .join("philips-dwi-bangalore")
+            .join("dwi_no-phi")
+            .join("IM_0001"),
+    )
+}
+
+/// The peak resident memory of this process (the SCP runs in it), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// An explicit VR little endian element with a 2-byte length, its value padded to even length.
+fn short_element(group: u16, element: u16, vr: &[u8; 2], value: &str) -> Vec<u8> {
+    let mut value = value.as_bytes().to_vec();
+    if value.len() % 2 == 1 {
+        value.push(0);
+    }
+    let mut out = group.to_le_bytes().to_vec();
+    out.extend_from_slice(&element.to_le_bytes());
+    out.extend_from_slice(vr);
+    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend(value);
+    out
+}
+
+/// The SCP ended the association: an A-ABORT, or the connection closed.
+async fn assert_aborted(scu: &mut Scu) {
+    match tokio::time::timeout(Duration::from_secs(10), scu.assoc.receive()).await {
+        Ok(Ok(dicom_ul::pdu::Pdu::AbortRQ { .. })) | Ok(Err(_)) => {}
+        Ok(Ok(other)) => panic!("expected an abort, got {other:?}"),
+        Err(_) => panic!("the association was neither aborted nor closed"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_over_the_limit_is_refused_and_the_association_goes_on() {
+    let big = mr_instance();
+    let small = small_mr_instance();
+    let limit = (big.dataset.len() + small.dataset.len()) / 2;
+    assert!(small.dataset.len() < limit && limit < big.dataset.len());
+    let mut cfg = test_config();
+    cfg.max_dataset_bytes = limit as u64;
+    let scp = TestScp::start_with(cfg).await;
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let rsp = scu.store(&big, 1, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (1, 0xA700), "{rsp:?}");
+    assert_eq!(scp.instance_count().await, 0);
+    assert!(scp.spool_files().is_empty());
+    // The next message on the same association is read from its start, and stored.
+    let rsp = scu.store(&small, 2, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (2, 0x0000), "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_past_the_end_is_refused_without_allocating_it() {
+    let scp = TestScp::start().await;
+    let inst = small_mr_instance();
+    // The UIDs the command announces, then an element that announces 4 GiB and brings 8 bytes:
+    // UT, whose value the full parser would allocate and zero-fill before finding the bytes
+    // missing.
+    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
+    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
+    dataset.extend_from_slice(&[0x08, 0x00, 0x00, 0x41, b'U', b'T', 0, 0]);
+    dataset.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    dataset.extend_from_slice(b"12345678");
+    let hostile = Instance {
+        dataset,
+        sop_class: inst.sop_class.clone(),
+        sop_instance: inst.sop_instance.clone(),
+    };
+    let before = peak_rss();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let rsp = scu.store(&hostile, 1, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (1, 0xC000), "{rsp:?}");
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
+    let rsp = scu.store(&inst, 2, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (2, 0x0000), "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_never_ends_is_cut_off() {
+    let scp = TestScp::start().await;
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    // Command fragments, none marked last: 80 KB where a command set is a few hundred bytes.
+    let filler = vec![0u8; 8_000];
+    for _ in 0..10 {
+        let pdv = dicom_ul::pdu::PDataValue {
+            presentation_context_id: scu.context_id,
+            value_type: dicom_ul::pdu::PDataValueType::Command,
+            is_last: false,
+            data: filler.clone(),
+        };
+        if scu
+            .assoc
+            .send(&dicom_ul::pdu::Pdu::PData { data: vec![pdv] })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_aborted(&mut scu).await;
+    let (ok, log) = echo(&scp, "ECHOSCU", AE_TITLE).await;
+    assert!(ok, "{log}");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_on_a_context_never_accepted_aborts_the_association() {
+    let scp = TestScp::start().await;
+    let inst = mr_instance();
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    // Presentation context IDs are odd; this one was never proposed.
+    scu.context_id += 2;
+    let cmd = scu::store_command(&inst.sop_class, &inst.sop_instance, 1);
+    scu.send_command(&cmd, 1).await;
+    assert_aborted(&mut scu).await;
+    assert_eq!(scp.instance_count().await, 0);
+    assert!(scp.spool_files().is_empty());
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(scu.store(&inst, 2, 1).await.status, 0x0000);
+    scu.assoc.release().await.unwrap();
+    scp.stop().await;
+}
+
 fn first_name(folder: &str) -> String {
     let mut names: Vec<_> = std::fs::read_dir(shared_dicom().join(folder))
         .unwrap()

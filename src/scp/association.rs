@@ -196,6 +196,10 @@ async fn abort<W: AsyncWrite + Unpin>(wr: &mut W, reason: AbortRQServiceProvider
     let _ = wr.shutdown().await;
 }
 
+/// The longest command set accepted. A command set is a few hundred bytes; a peer sending
+/// command fragments without end is not speaking DICOM, and is cut off before it costs memory.
+const MAX_COMMAND: usize = 64 << 10;
+
 /// An established association.
 struct Association<'a, I> {
     svc: &'a Service<I>,
@@ -225,6 +229,9 @@ impl<I: InstanceIndex> Association<'_, I> {
         let mut data: Vec<u8> = Vec::new();
         // A command that announced a dataset, with the context it came on.
         let mut awaiting: Option<(u8, Request)> = None;
+        // The awaited dataset has passed `max_dataset_bytes`: its fragments are dropped.
+        let mut oversized = false;
+        let max_dataset = self.svc.cfg.max_dataset_bytes;
         loop {
             let between_messages = command.is_empty() && awaiting.is_none();
             let next = if between_messages {
@@ -290,6 +297,12 @@ impl<I: InstanceIndex> Association<'_, I> {
                             "command fragment while a dataset was expected".into(),
                         ));
                     }
+                    if command.len() + pdv.data.len() > MAX_COMMAND {
+                        abort(wr, AbortRQServiceProviderReason::InvalidPduParameter).await;
+                        return Err(ScpError::Protocol(format!(
+                            "command set longer than {MAX_COMMAND} bytes"
+                        )));
+                    }
                     command.extend_from_slice(pdv.data);
                     if !pdv.is_last {
                         continue;
@@ -306,6 +319,7 @@ impl<I: InstanceIndex> Association<'_, I> {
                     if req.has_dataset {
                         awaiting = Some((pdv.context_id, req));
                         data.clear();
+                        oversized = false;
                     } else {
                         self.answer_without_dataset(wr, pdv.context_id, &req)
                             .await?;
@@ -320,10 +334,22 @@ impl<I: InstanceIndex> Association<'_, I> {
                             ));
                         }
                     }
-                    data.extend_from_slice(pdv.data);
+                    if !oversized && (data.len() + pdv.data.len()) as u64 > max_dataset {
+                        // Read the rest and drop it, so the association can go on; the memory
+                        // held so far is given back now.
+                        oversized = true;
+                        data = Vec::new();
+                    }
+                    if !oversized {
+                        data.extend_from_slice(pdv.data);
+                    }
                     if pdv.is_last
                         && let Some((ctx, req)) = awaiting.take()
                     {
+                        if oversized {
+                            self.refuse_oversized(wr, ctx, &req).await?;
+                            continue;
+                        }
                         data = self
                             .answer_with_dataset(wr, ctx, &req, std::mem::take(&mut data))
                             .await?;
@@ -348,6 +374,26 @@ impl<I: InstanceIndex> Association<'_, I> {
                 Some("unsupported operation"),
             ),
         };
+        wire::write_command(wr, ctx, &rsp, self.peer_max_pdu).await
+    }
+
+    /// Refuses a dataset that outgrew `max_dataset_bytes` (A700: the sender may retry elsewhere
+    /// or after the limit is raised; nothing of it was kept).
+    async fn refuse_oversized<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        ctx: u8,
+        req: &Request,
+    ) -> Result<(), ScpError> {
+        let limit = self.svc.cfg.max_dataset_bytes;
+        warn!(
+            sop_instance_uid = %req.affected_sop_instance,
+            limit,
+            "C-STORE refused: dataset larger than dicom.max_dataset_bytes"
+        );
+        self.refused += 1;
+        let comment = format!("dataset larger than {limit} bytes");
+        let rsp = req.response(status::OUT_OF_RESOURCES, Some(&comment));
         wire::write_command(wr, ctx, &rsp, self.peer_max_pdu).await
     }
 

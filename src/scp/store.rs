@@ -104,16 +104,24 @@ async fn receive<I: InstanceIndex>(
     dataset: Vec<u8>,
 ) -> (Result<(InstanceRecord, Planned), Failure>, Vec<u8>) {
     let small = dataset.len() <= DESCRIBE_HERE_MAX;
-    if small && let Some(rec) = scanned(origin.transfer_syntax, &dataset) {
-        let received = finish(
-            &svc.spool,
-            req,
-            origin.calling_ae,
-            origin.transfer_syntax,
-            rec,
-            &dataset,
-        );
-        return (received, dataset);
+    let quick = match small {
+        true => scanned(origin.transfer_syntax, &dataset),
+        false => Ok(None),
+    };
+    match quick {
+        Err(unreadable) => return (Err(unreadable), dataset),
+        Ok(Some(rec)) => {
+            let received = finish(
+                &svc.spool,
+                req,
+                origin.calling_ae,
+                origin.transfer_syntax,
+                rec,
+                &dataset,
+            );
+            return (received, dataset);
+        }
+        Ok(None) => {}
     }
     let spool = svc.spool.clone();
     let req = req.clone();
@@ -121,10 +129,14 @@ async fn receive<I: InstanceIndex>(
     let ts = origin.transfer_syntax.to_string();
     let joined = tokio::task::spawn_blocking(move || {
         // A small dataset got here because the scan could not read it.
-        let described = match (!small).then(|| scanned(&ts, &dataset)).flatten() {
+        let found = match small {
+            true => Ok(None),
+            false => scanned(&ts, &dataset),
+        };
+        let described = found.and_then(|found| match found {
             Some(rec) => Ok(rec),
             None => parsed(&ts, &dataset),
-        };
+        });
         let received = described.and_then(|rec| finish(&spool, &req, &ae, &ts, rec, &dataset));
         (received, dataset)
     })
@@ -226,19 +238,43 @@ fn finish(
 }
 
 /// The attributes the index needs, read by the scan; `None` when the scan cannot read the
-/// dataset (an encoding it does not know, or a structure it cannot follow).
-fn scanned(ts_uid: &str, dataset: &[u8]) -> Option<InstanceRecord> {
-    let encoding = scan::Encoding::of_transfer_syntax(ts_uid)?;
-    let scanned = scan::scan(dataset, encoding, &record::DESCRIBED).ok()?;
-    let values = record::ScannedText::new(&scanned)?;
+/// dataset (an encoding it does not know, or a structure it cannot follow) and the full parser
+/// must judge it; C000 when no parser could read it (a length past the end of the dataset).
+fn scanned(ts_uid: &str, dataset: &[u8]) -> Result<Option<InstanceRecord>, Failure> {
+    let Some(encoding) = scan::Encoding::of_transfer_syntax(ts_uid) else {
+        return Ok(None);
+    };
+    let scanned = match scan::scan(dataset, encoding, &record::DESCRIBED) {
+        Ok(scanned) => scanned,
+        Err(e) if e.past_end => {
+            return Err(Failure::new(
+                status::CANNOT_UNDERSTAND,
+                format!("unparseable dataset: {e}"),
+            ));
+        }
+        Err(_) => return Ok(None),
+    };
+    let Some(values) = record::ScannedText::new(&scanned) else {
+        return Ok(None);
+    };
     let mut rec = InstanceRecord::default();
     record::describe(&values, &mut rec);
-    Some(rec)
+    Ok(Some(rec))
 }
 
+/// One full parse at a time, across associations. The parser allocates each value's announced
+/// length before it reads the value, so a crafted dataset that the scan cannot follow (and
+/// refuse) far enough may still make it allocate up to 4 GiB; parsing one at a time bounds what
+/// peers together can make the daemon hold. Real datasets rarely get here (deflate, or a
+/// structure the scan does not know), and each takes milliseconds.
+static FULL_PARSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The attributes the index needs, read by the full parser, which decides whether the dataset
-/// is unreadable (C000).
+/// is unreadable (C000). Runs on a blocking thread.
 fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
+    let _one_at_a_time = FULL_PARSE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| {
         Failure::new(
             status::CANNOT_UNDERSTAND,

@@ -41,6 +41,11 @@ impl Encoding {
 pub struct ScanError {
     pub at: usize,
     pub what: &'static str,
+    /// A value's length reaches past the end of the whole dataset: the bytes it announces do not
+    /// exist, so no parser can read it. The receiver refuses such a dataset at once instead of
+    /// asking the full parser, which would first allocate the announced length (up to 4 GiB
+    /// from a 20-byte dataset).
+    pub past_end: bool,
 }
 
 /// The top-level values found, in dataset order.
@@ -119,7 +124,11 @@ struct Walker<'a, 'w> {
 
 impl<'a> Walker<'a, '_> {
     fn fail<T>(&self, what: &'static str) -> Result<T, ScanError> {
-        Err(ScanError { at: self.pos, what })
+        Err(ScanError {
+            at: self.pos,
+            what,
+            past_end: false,
+        })
     }
 
     /// Reads elements until `close`, never past `limit`.
@@ -239,7 +248,12 @@ impl<'a> Walker<'a, '_> {
     fn end_of(&self, len: u32, limit: usize) -> Result<usize, ScanError> {
         match self.pos.checked_add(len as usize) {
             Some(end) if end <= limit => Ok(end),
-            _ => self.fail("value longer than what contains it"),
+            Some(end) if end <= self.data.len() => self.fail("value longer than what contains it"),
+            _ => Err(ScanError {
+                at: self.pos,
+                what: "value runs past the end of the dataset",
+                past_end: true,
+            }),
         }
     }
 
@@ -412,6 +426,34 @@ mod tests {
         assert!(scan(&bad_vr, Encoding::ExplicitVrLittleEndian, &[]).is_err());
         let undefined_text = long(NAME, b"UT", UNDEFINED, b"");
         assert!(scan(&undefined_text, Encoding::ExplicitVrLittleEndian, &[]).is_err());
+    }
+
+    #[test]
+    fn a_length_past_the_end_of_the_dataset_is_told_apart() {
+        // A 4 GiB length in a 20-byte dataset: no reader can get those bytes.
+        let mut huge = tag_bytes(NAME);
+        huge.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        huge.extend_from_slice(b"Doe^J");
+        let e = scan(&huge, Encoding::ImplicitVrLittleEndian, &[]).unwrap_err();
+        assert!(e.past_end, "{e}");
+        let e = scan(
+            &long(Tag(0x0008, 0x0016), b"UN", 0xFFFF_FFF0, b"x"),
+            Encoding::ExplicitVrLittleEndian,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.past_end, "{e}");
+        // Inside the dataset but beyond its item: a structure the full parser may still judge.
+        let inner = short(NAME, b"PN", b"Inner^Name");
+        let mut body = item(ITEM, 4, &inner);
+        body.extend(item(SEQUENCE_END, 0, &[]));
+        let d = long(Tag(0x0008, 0x1140), b"SQ", UNDEFINED, &body);
+        let e = scan(&d, Encoding::ExplicitVrLittleEndian, &[]).unwrap_err();
+        assert!(!e.past_end, "{e}");
+        // Unknown VRs are for the parser to judge too.
+        let bad_vr = short(NAME, b"ZZ", b"x ");
+        let e = scan(&bad_vr, Encoding::ExplicitVrLittleEndian, &[]).unwrap_err();
+        assert!(!e.past_end, "{e}");
     }
 
     #[test]
