@@ -5,27 +5,39 @@
 
 /// Longest path component we write; a valid UID has at most 64 characters.
 const MAX_COMPONENT: usize = 64;
+/// How much of an unsafe UID's cleaned-up text is kept before its hash.
+const KEPT_OF_UNSAFE: usize = 40;
 
-/// A UID made safe as one path component: characters outside `[0-9A-Za-z.-]` become `_`, the
-/// length is capped, and names the filesystem treats specially (empty, `.`, `..`) are replaced.
-/// Valid UIDs come out unchanged.
+/// A UID made safe as one path component. A UID that is already a safe name (characters of
+/// `[0-9A-Za-z.-]`, at most 64 of them, not `.` or `..`) comes out unchanged, as every valid
+/// UID does. Any other gets its unsafe characters replaced by `_`, is cut short, and gets a hash
+/// of the whole original appended: replacing and cutting alone would give two different
+/// malformed UIDs (`1.2/3` and `1.2_3`, or two long ones that share their first 64 characters)
+/// the same file, and the second instance would overwrite the first, acknowledged, one.
 pub fn sanitise_uid(uid: &str) -> String {
     let trimmed = uid.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    let mut out: String = trimmed
-        .chars()
-        .take(MAX_COMPONENT)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.chars().all(|c| c == '.') {
-        out = format!("_{}", out.len());
+    let safe_char = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+    let special = trimmed.is_empty() || trimmed.chars().all(|c| c == '.');
+    if trimmed.len() <= MAX_COMPONENT && trimmed.chars().all(safe_char) && !special {
+        return trimmed.to_string();
     }
-    out
+    let kept: String = trimmed
+        .chars()
+        .take(KEPT_OF_UNSAFE)
+        .map(|c| if safe_char(c) { c } else { '_' })
+        .collect();
+    // `_` never occurs in a safe name, so these names cannot meet one.
+    format!("{kept}_{}", short_hash(trimmed))
+}
+
+/// The first 16 hex digits of the SHA-256 of `text`: stable across releases (a resent instance
+/// must find its earlier file), and no two UIDs a sender could make share it in practice.
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The path of an instance relative to the spool root: `study/series/sop.dcm`.
@@ -50,11 +62,39 @@ mod tests {
 
     #[test]
     fn hostile_uids_cannot_escape_the_spool() {
-        assert_eq!(sanitise_uid("../../etc"), ".._.._etc");
-        assert_eq!(sanitise_uid(".."), "_2");
-        assert_eq!(sanitise_uid(""), "_0");
-        assert_eq!(sanitise_uid("a/b"), "a_b");
+        for uid in ["../../etc", "..", ".", "", "a/b", "/", "\\x"] {
+            let name = sanitise_uid(uid);
+            assert!(
+                !name.contains('/') && !name.contains('\\'),
+                "{uid:?} → {name}"
+            );
+            assert!(
+                name != "." && name != ".." && !name.is_empty(),
+                "{uid:?} → {name}"
+            );
+        }
         assert!(!relative_path("..", "/", "x").contains("../"));
-        assert_eq!(sanitise_uid(&"9".repeat(200)).len(), MAX_COMPONENT);
+        assert!(sanitise_uid(&"9".repeat(200)).len() <= MAX_COMPONENT);
+    }
+
+    #[test]
+    fn distinct_malformed_uids_get_distinct_names() {
+        let long = "1.2.".to_string() + &"3".repeat(100);
+        let pairs = [
+            ("1.2/3", "1.2_3"),
+            ("1.2/3", "1.2 3"),
+            ("..", "._."),
+            (long.as_str(), &(long.clone() + "4")),
+            ("1.2.3 ", "1.2.3_"),
+        ];
+        for (a, b) in pairs {
+            assert_ne!(sanitise_uid(a), sanitise_uid(b), "{a:?} and {b:?}");
+        }
+        // The same UID always gets the same name, so a resent instance replaces its file.
+        assert_eq!(sanitise_uid("1.2/3"), sanitise_uid("1.2/3"));
+        assert_eq!(sanitise_uid(&long), sanitise_uid(&long));
+        // A malformed UID never takes the name of a valid one.
+        assert_ne!(sanitise_uid("1.2/3"), "1.2_3");
+        assert!(sanitise_uid("1.2_3").contains('_'));
     }
 }
