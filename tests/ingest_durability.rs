@@ -3,6 +3,8 @@
 //! says was stored with a success status.
 
 mod common;
+#[path = "ingest_support/stored_as_sent.rs"]
+mod stored_as_sent;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::time::Duration;
 use brainaged::db::Db;
 use brainaged::db::embedded::EmbeddedCluster;
 use common::*;
+use stored_as_sent::{assert_stored_as_sent, stored_index};
 
 /// SOP Instance UID → spool path, as the index has them.
 async fn indexed(db: &Db) -> Vec<(String, String)> {
@@ -21,7 +24,8 @@ async fn indexed(db: &Db) -> Vec<(String, String)> {
 }
 
 /// Every acknowledged file is indexed, and its spool file is a complete part-10 file holding
-/// the same instance.
+/// the same instance as sent: its dataset's SOP Instance UID and pixel data are the source's,
+/// read by pydicom (`compare.py`).
 async fn assert_acknowledged_are_kept(db: &Db, spool: &Path, acked: &[PathBuf]) {
     let rows: std::collections::HashMap<String, String> = indexed(db).await.into_iter().collect();
     for file in acked {
@@ -37,6 +41,7 @@ async fn assert_acknowledged_are_kept(db: &Db, spool: &Path, acked: &[PathBuf]) 
             stored.display()
         );
     }
+    assert_stored_as_sent(acked, &stored_index(db, spool).await);
 }
 
 fn send_logged(port: u16, folder: &Path, log: &Path) -> std::process::Child {
@@ -173,18 +178,42 @@ async fn database_outage_answers_failure_and_loses_nothing() {
     );
     drop(cluster);
 
-    // The database is back: whatever was acknowledged is there, and a resend completes the set.
+    // The database is back: whatever was acknowledged is there, nothing refused is indexed, and
+    // a resend completes the set, every instance of it acknowledged and kept.
     let cluster = EmbeddedCluster::start(pg_dir.path()).expect("restart PostgreSQL");
     let db = Db::connect(&url, 2).await.unwrap();
-    assert_acknowledged_are_kept(&db, &spool, &acked_during).await;
-    assert_acknowledged_are_kept(&db, &spool, &dicom_files(&before)).await;
-    let out = storescu(daemon.port, "OUTAGE", &[&during]);
+    let before_files = dicom_files(&before);
+    assert_acknowledged_are_kept(&db, &spool, &before_files).await;
+    let after_outage = indexed(&db).await;
+    let refused: HashSet<String> = dicom_files(&during)
+        .iter()
+        .map(|f| sop_instance_uid(f))
+        .collect();
     assert!(
-        out.status.success(),
-        "resend after the outage: {}",
-        String::from_utf8_lossy(&out.stderr)
+        !after_outage.iter().any(|(uid, _)| refused.contains(uid)),
+        "an instance refused during the outage is indexed"
     );
-    assert_acknowledged_are_kept(&db, &spool, &dicom_files(&during)).await;
+    assert_eq!(
+        after_outage.len(),
+        before_files.len(),
+        "rows after the outage"
+    );
+    let log = tmp.path().join("storescu-resend.log");
+    let status = send_logged(daemon.port, &during, &log).wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "resend after the outage:\n{text}");
+    let acked_resend = acknowledged_files(&text);
+    assert_eq!(
+        acked_resend.len(),
+        dicom_files(&during).len(),
+        "every resent instance is acknowledged:\n{text}"
+    );
+    assert_acknowledged_are_kept(&db, &spool, &acked_resend).await;
+    assert_eq!(
+        indexed(&db).await.len(),
+        before_files.len() + acked_resend.len(),
+        "one row per instance after the resend"
+    );
     assert!(daemon.terminate().success());
     db.close().await;
     drop(cluster);

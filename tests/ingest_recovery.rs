@@ -8,6 +8,8 @@
 //!   series and study only they made) and re-describes a row whose older file is in place.
 
 mod common;
+#[path = "ingest_support/stored_as_sent.rs"]
+mod stored_as_sent;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::process::Command;
 
 use brainaged::db::Db;
 use common::*;
+use stored_as_sent::{assert_stored_as_sent, stored_index};
 
 /// SOP Instance UID → (spool path, size), as the index has them.
 async fn rows(db: &Db) -> HashMap<String, (String, i64)> {
@@ -36,8 +39,9 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
         .expect("count")
 }
 
-/// Sends `folder` with storescu's verbose log in `log`; returns the files it saw acknowledged.
-fn send_logged(port: u16, folder: &Path, log: &Path) -> Vec<PathBuf> {
+/// Sends `folder` with storescu's verbose log in `log`; returns the files it saw acknowledged
+/// and the log.
+fn send_logged(port: u16, folder: &Path, log: &Path) -> (Vec<PathBuf>, String) {
     let out = std::fs::File::create(log).expect("log");
     let status = storescu_command(port, "RECOVER", &[folder])
         .stdout(out.try_clone().expect("dup"))
@@ -49,12 +53,18 @@ fn send_logged(port: u16, folder: &Path, log: &Path) -> Vec<PathBuf> {
         status.code().is_some(),
         "storescu did not finish normally:\n{text}"
     );
-    acknowledged_files(&text)
+    (acknowledged_files(&text), text)
 }
 
-/// Every acknowledged file has its row, and the spool file that row names holds the same bytes
-/// after the meta group as the source (the dataset as sent).
-fn assert_kept(spool: &Path, index: &HashMap<String, (String, i64)>, acked: &[PathBuf]) {
+/// Every acknowledged file has its row, the row's size is its spool file's, and that spool file
+/// holds the instance as sent: its dataset's SOP Instance UID and pixel data are the source's,
+/// read by pydicom (`compare.py`).
+async fn assert_kept(
+    db: &Db,
+    spool: &Path,
+    index: &HashMap<String, (String, i64)>,
+    acked: &[PathBuf],
+) {
     for file in acked {
         let uid = sop_instance_uid(file);
         let (rel, size) = index
@@ -67,6 +77,7 @@ fn assert_kept(spool: &Path, index: &HashMap<String, (String, i64)>, acked: &[Pa
         assert_eq!(len as i64, *size, "{} size differs from its row", rel);
         assert_eq!(sop_instance_uid(&stored), uid);
     }
+    assert_stored_as_sent(acked, &stored_index(db, spool).await);
 }
 
 /// Files whose names say they are temporary (a write that did not finish).
@@ -116,11 +127,10 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_refuses_without_losing_or_leaving_anything() {
-    if unsafe { libc::geteuid() } != 0 {
-        // Mounting a filesystem needs root; CI and the development machines run as root.
-        eprintln!("SKIPPED: a real full filesystem needs root to mount a tmpfs");
-        return;
-    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test mounts a tmpfs to fill a real filesystem: run it as root (the test machines do)"
+    );
     let folder = dicom_folder("ge-t1-mprage");
     let files = dicom_files(&folder);
     let (db, url) = Db::connect_for_test().await.expect("test database");
@@ -130,7 +140,7 @@ async fn a_full_spool_refuses_without_losing_or_leaving_anything() {
     let disk = Tmpfs::mount(&spool, "5m");
     let mut daemon = Daemon::start(&spool, &url, &[]);
 
-    let acked = send_logged(daemon.port, &folder, &tmp.path().join("full.log"));
+    let (acked, sent) = send_logged(daemon.port, &folder, &tmp.path().join("full.log"));
     assert!(!acked.is_empty(), "nothing fitted:\n{}", daemon.log_text());
     assert!(
         acked.len() < files.len(),
@@ -138,8 +148,14 @@ async fn a_full_spool_refuses_without_losing_or_leaving_anything() {
         acked.len(),
         files.len()
     );
+    // Every file was answered: what was not stored was refused with A700, none went unsent.
+    assert_eq!(
+        sent.matches("Refused: OutOfResources").count(),
+        files.len() - acked.len(),
+        "every C-STORE not acknowledged is refused with A700:\n{sent}"
+    );
     let index = rows(&db).await;
-    assert_kept(&spool, &index, &acked);
+    assert_kept(&db, &spool, &index, &acked).await;
     assert_eq!(index.len(), acked.len(), "a refused instance kept its row");
     assert!(temporaries(&spool).is_empty(), "temporary files left");
     let log = daemon.log_text();
@@ -150,11 +166,11 @@ async fn a_full_spool_refuses_without_losing_or_leaving_anything() {
 
     // Room again: the same send completes, one row per instance.
     disk.resize("64m");
-    let acked = send_logged(daemon.port, &folder, &tmp.path().join("retry.log"));
+    let (acked, _) = send_logged(daemon.port, &folder, &tmp.path().join("retry.log"));
     assert_eq!(acked.len(), files.len(), "resend after freeing space");
     let index = rows(&db).await;
     assert_eq!(index.len(), files.len());
-    assert_kept(&spool, &index, &files);
+    assert_kept(&db, &spool, &index, &files).await;
     assert!(daemon.terminate().success(), "SIGTERM exits 0");
 }
 
@@ -224,7 +240,7 @@ async fn rows_whose_files_a_crash_lost_are_settled_at_start() {
         all_series - 1,
         "the series only the lost instance made is gone"
     );
-    assert_kept(&spool, &after, &series_files[1..]);
+    assert_kept(&db, &spool, &after, &series_files[1..]).await;
     let log = daemon.log_text();
     assert!(
         log.contains("forgotten=2") && log.contains("reindexed=1"),
