@@ -2,8 +2,9 @@
 //! lossless .57/.70, JPEG baseline .50, JPEG-LS .80, RLE .5, deflate .1.99) and by pydicom with
 //! pylibjpeg-openjpeg (JPEG 2000 .90/.91), sent by DCMTK storescu proposing each file's own
 //! transfer syntax. The stored file keeps that transfer syntax and decodes (dicom-pixeldata) to
-//! the original pixels (lossless) or to an image of the same geometry (lossy). JPEG-LS
-//! near-lossless (.81) is checked on unsigned data against its error bound.
+//! exactly the pixels the file sent decodes to, and so to the original pixels (lossless) or to
+//! an image of the same geometry (lossy). JPEG-LS near-lossless (.81) is checked on unsigned
+//! data against its error bound.
 
 mod ingest_support;
 
@@ -218,6 +219,21 @@ async fn compressed_series_are_stored_as_sent_and_decode() {
             let (want, rows, cols, bits) = decode(src);
             let (got, got_rows, got_cols, got_bits) = decode(stored);
             assert_eq!((got_rows, got_cols), (rows, cols), "{}", case.ts);
+            // Whatever the syntax, lossy included: the stored file decodes to exactly what the
+            // file that was sent decodes to.
+            let (sent_px, sent_rows, sent_cols, sent_bits) = decode(&sent);
+            assert_eq!(
+                (got_rows, got_cols, got_bits),
+                (sent_rows, sent_cols, sent_bits),
+                "{}: stored geometry differs from the file sent",
+                case.ts
+            );
+            assert!(
+                got == sent_px,
+                "{}: stored pixels decode differently from the file sent ({})",
+                case.ts,
+                stored.display()
+            );
             if case.lossless {
                 assert_eq!(got_bits, bits, "{}", case.ts);
                 assert!(
@@ -271,12 +287,18 @@ async fn jpeg_ls_near_lossless_is_stored_as_sent_and_decodes_within_its_bound() 
     let index = scp.index().await;
     let mut worst = 0i32;
     for (i, src) in sources.iter().enumerate() {
-        let (stored, indexed_ts) = &index[&sop_instance(&dir.join(format!("{i}.dcm")))];
+        let sent = dir.join(format!("{i}.dcm"));
+        let (stored, indexed_ts) = &index[&sop_instance(&sent)];
         assert_eq!(indexed_ts, NEAR_LOSSLESS);
         assert_eq!(meta_ts(stored), NEAR_LOSSLESS);
         let (want, rows, cols, bits) = decode(src);
         let (got, got_rows, got_cols, got_bits) = decode(stored);
         assert_eq!((got_rows, got_cols, got_bits), (rows, cols, bits));
+        assert!(
+            got == decode(&sent).0,
+            "stored pixels decode differently from the file sent ({})",
+            stored.display()
+        );
         assert_eq!(bits, 16);
         let samples = |b: &[u8]| -> Vec<i32> {
             b.chunks_exact(2)
