@@ -3,7 +3,7 @@
 mod ingest_support;
 
 use brainaged::db::Db;
-use ingest_support::{AE_TITLE, TestScp, run, shared_dicom, text};
+use ingest_support::{AE_TITLE, TestScp, common, run, shared_dicom, text};
 
 /// The receiver-written columns of every instance, in a stable order.
 async fn rows(
@@ -63,6 +63,12 @@ async fn reindex(spool: &std::path::Path, url: &str) -> (Option<i32>, String) {
 async fn reindex_rebuilds_the_index_from_the_spool() {
     let scp = TestScp::start().await;
     let dicom = shared_dicom();
+    // One index row per DICOM part-10 file sent.
+    let sent = ["ge-dwi-tensor-r2", "philips-enhanced"]
+        .iter()
+        .map(|name| common::dicom_files(&dicom.join(name)).len())
+        .sum::<usize>();
+    assert!(sent > 0, "no DICOM files in the source folders");
     let out = run(
         "/usr/bin/storescu",
         &[
@@ -81,13 +87,13 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     assert!(out.status.success(), "{}", text(&out));
     let want = rows(&scp.db).await;
     let want_series = series(&scp.db).await;
-    assert_eq!(want.len(), 15);
+    assert_eq!(want.len(), sent);
 
     let (fresh, url) = Db::connect_for_test().await.unwrap();
     let (code, log) = reindex(scp.spool.root(), &url).await;
     assert_eq!(code, Some(0), "{log}");
     assert!(
-        log.contains("indexed 15, already indexed 0, unreadable 0"),
+        log.contains(&format!("indexed {sent}, already indexed 0, unreadable 0")),
         "{log}"
     );
     assert_eq!(rows(&fresh).await, want);
@@ -98,7 +104,7 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     let (code, log) = reindex(scp.spool.root(), &url).await;
     assert_eq!(code, Some(2), "{log}");
     assert!(
-        log.contains("indexed 0, already indexed 15, unreadable 1"),
+        log.contains(&format!("indexed 0, already indexed {sent}, unreadable 1")),
         "{log}"
     );
     assert_eq!(rows(&fresh).await, want);

@@ -124,9 +124,12 @@ async fn a_series_that_cannot_be_converted_records_its_error() {
         .fetch_one(db.pool())
         .await
         .unwrap();
+    // The assembler's `AssembleError::NonUniformSpacing` (src/convert/assemble.rs).
+    let error = error.unwrap_or_else(|| panic!("missing slice {} not reported", missing.display()));
     assert!(
-        error.is_some(),
-        "missing slice {} not reported",
+        error.contains("slice gap of")
+            && error.contains("a slice is missing or spacing is not uniform"),
+        "missing slice {} reported as a slice gap: {error}",
         missing.display()
     );
     let (state, job_error): (String, Option<String>) =
@@ -136,10 +139,18 @@ async fn a_series_that_cannot_be_converted_records_its_error() {
             .unwrap();
     assert_eq!(state, "failed", "the job failed: {job_error:?}");
     assert!(
-        job_error.is_some_and(|e| e.contains("slice")),
-        "the job error names the problem"
+        job_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("nothing converted: ") && e.contains("slice gap of")),
+        "the job error names the problem: {job_error:?}"
     );
-    assert!(daemon.log_text().contains("job"), "the job is logged");
+    // The worker's failure event (src/tracker/worker.rs), not merely any line in the "job" span.
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("job failed") && l.contains("slice gap of")),
+        "the job failure is logged with its error:\n{log}"
+    );
     assert!(daemon.terminate().success());
 }
 
