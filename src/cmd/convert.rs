@@ -172,17 +172,31 @@ fn handle(result: Result<ConvertedSeries, SeriesError>, dir: &Path, outcome: &Mu
     }
 }
 
-/// A stem not yet used in this run: `wanted`, else `wanted` + "a", "b", … as dcm2niix does.
+/// A stem not yet used in this run: `wanted`, else `wanted` + "a", "b", … "z" as dcm2niix does,
+/// then "aa", "ab", … "zz", "aaa", … (every suffix distinct, so this always finds a free stem).
 fn reserve_stem(outcome: &Mutex<Outcome>, wanted: &str) -> Option<String> {
     let mut o = outcome.lock().ok()?;
     let mut stem = wanted.to_string();
-    let mut n = 0u8;
+    let mut n: u64 = 0;
     while o.used_stems.contains(&stem) {
-        stem = format!("{wanted}{}", char::from(b'a' + n % 26));
+        stem = format!("{wanted}{}", letter_suffix(n));
         n += 1;
     }
     o.used_stems.insert(stem.clone());
     Some(stem)
+}
+
+/// The `n`-th clash suffix, counting from 0: "a" … "z", "aa" … "zz", "aaa", … (bijective base 26,
+/// as spreadsheet columns are named), so that no two `n` give the same suffix.
+fn letter_suffix(n: u64) -> String {
+    let mut letters = Vec::new();
+    let mut k = n + 1;
+    while k > 0 {
+        k -= 1;
+        letters.push(b'a' + (k % 26) as u8);
+        k /= 26;
+    }
+    letters.iter().rev().map(|&b| char::from(b)).collect()
 }
 
 fn print_table(rows: &[Row]) {
@@ -206,4 +220,52 @@ fn print_table(rows: &[Row]) {
         println!("{number:>7}  {:<6}  {dims:<18}  {name}", r.class);
     }
     println!("{} file set(s) written", rows.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clash_suffixes_follow_dcm2niix_then_keep_going() {
+        assert_eq!(letter_suffix(0), "a");
+        assert_eq!(letter_suffix(25), "z");
+        assert_eq!(letter_suffix(26), "aa");
+        assert_eq!(letter_suffix(27), "ab");
+        assert_eq!(letter_suffix(26 + 26 * 26 - 1), "zz");
+        assert_eq!(letter_suffix(26 + 26 * 26), "aaa");
+    }
+
+    #[test]
+    fn reserve_stem_never_runs_out() {
+        let outcome = Mutex::new(Outcome::default());
+        // Past the bare stem and its 26 one-letter variants, and past the two-letter ones too.
+        let count = 1 + 26 + 26 * 26 + 5;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let stems: Vec<String> = (0..count)
+                .map(|_| reserve_stem(&outcome, "3_T1").expect("lock"))
+                .collect();
+            let _ = tx.send(stems);
+        });
+        let stems = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reserve_stem did not terminate");
+        assert_eq!(stems.len(), count);
+        let distinct: HashSet<&String> = stems.iter().collect();
+        assert_eq!(distinct.len(), count, "every reserved stem is distinct");
+        assert_eq!(stems[0], "3_T1");
+        assert_eq!(stems[1], "3_T1a");
+        assert_eq!(stems[26], "3_T1z");
+        assert_eq!(stems[27], "3_T1aa");
+        assert!(stems.iter().all(|s| s.starts_with("3_T1")));
+    }
+
+    #[test]
+    fn reserve_stem_skips_a_suffix_already_taken_as_a_stem() {
+        let outcome = Mutex::new(Outcome::default());
+        assert_eq!(reserve_stem(&outcome, "2_DWIa").as_deref(), Some("2_DWIa"));
+        assert_eq!(reserve_stem(&outcome, "2_DWI").as_deref(), Some("2_DWI"));
+        assert_eq!(reserve_stem(&outcome, "2_DWI").as_deref(), Some("2_DWIb"));
+    }
 }
