@@ -298,6 +298,83 @@ async fn a_length_past_the_end_is_refused_without_allocating_it() {
     scp.stop().await;
 }
 
+/// An association proposing MR Image in deflated explicit VR little endian only.
+async fn deflate_scu(scp: &TestScp) -> Scu {
+    let assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("TESTSCU")
+        .called_ae_title(AE_TITLE)
+        .with_presentation_context("1.2.840.10008.5.1.4.1.1.4", vec!["1.2.840.10008.1.2.1.99"])
+        .max_pdu_length(16_384)
+        .establish_async(scp.addr)
+        .await
+        .unwrap();
+    let context_id = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+        .expect("deflate accepted")
+        .id;
+    Scu { assoc, context_id }
+}
+
+/// An MR instance of `pixel_bytes` zero bytes (OB), raw-deflated as PS3.5 §A.5 has it.
+fn deflated_instance(sop_instance: &str, pixel_bytes: u32) -> Instance {
+    let class = "1.2.840.10008.5.1.4.1.1.4";
+    let mut plain = short_element(0x0008, 0x0016, b"UI", class);
+    plain.extend(short_element(0x0008, 0x0018, b"UI", sop_instance));
+    plain.extend(short_element(
+        0x0020,
+        0x000D,
+        b"UI",
+        "1.2.826.0.1.3680043.9.7.1",
+    ));
+    plain.extend(short_element(
+        0x0020,
+        0x000E,
+        b"UI",
+        "1.2.826.0.1.3680043.9.7.1.1",
+    ));
+    plain.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+    plain.extend_from_slice(&pixel_bytes.to_le_bytes());
+    plain.resize(plain.len() + pixel_bytes as usize, 0);
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut deflate, &plain).unwrap();
+    Instance {
+        dataset: deflate.finish().unwrap(),
+        sop_class: class.into(),
+        sop_instance: sop_instance.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deflated_dataset_that_inflates_past_the_limit_is_refused() {
+    let mut cfg = test_config();
+    cfg.max_dataset_bytes = 1 << 20;
+    let scp = TestScp::start_with(cfg).await;
+    // 64 MiB of zeros deflate to about 64 KB: under the limit as received, far over it inflated.
+    let bomb = deflated_instance("1.2.826.0.1.3680043.9.7.1.1.1", 64 << 20);
+    assert!(bomb.dataset.len() < 1 << 20);
+    let fine = deflated_instance("1.2.826.0.1.3680043.9.7.1.1.2", 4096);
+    let mut scu = deflate_scu(&scp).await;
+    let before = peak_rss();
+    let rsp = scu.store(&bomb, 1, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (1, 0xA700), "{rsp:?}");
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 48 << 20, "peak memory grew by {grown} bytes");
+    let rsp = scu.store(&fine, 2, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (2, 0x0000), "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    // The one stored is kept as it was sent: deflated.
+    let index = scp.index().await;
+    assert_eq!(index.len(), 1);
+    let (path, ts) = &index["1.2.826.0.1.3680043.9.7.1.1.2"];
+    assert_eq!(ts, "1.2.840.10008.1.2.1.99");
+    let stored = std::fs::read(path).unwrap();
+    assert!(stored.ends_with(&fine.dataset));
+    scp.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_never_ends_is_cut_off() {
     let scp = TestScp::start().await;

@@ -96,7 +96,8 @@ const DESCRIBE_HERE_MAX: usize = 1 << 20;
 /// The common case, a single-frame dataset the scan can read, is done right here: it costs tens
 /// of microseconds, and doing it on this task lets the index commit start at once instead of
 /// after a blocking thread has been woken for it. Anything else goes to a blocking thread: the
-/// scan of a large dataset, and the full parser, which may take long on odd data.
+/// scan of a large dataset, the inflation of a deflated one, and the full parser, which may take
+/// long on odd data.
 async fn receive<I: InstanceIndex>(
     svc: &Service<I>,
     req: &Request,
@@ -127,16 +128,9 @@ async fn receive<I: InstanceIndex>(
     let req = req.clone();
     let ae = origin.calling_ae.to_string();
     let ts = origin.transfer_syntax.to_string();
+    let max_inflated = svc.cfg.max_dataset_bytes;
     let joined = tokio::task::spawn_blocking(move || {
-        // A small dataset got here because the scan could not read it.
-        let found = match small {
-            true => Ok(None),
-            false => scanned(&ts, &dataset),
-        };
-        let described = found.and_then(|found| match found {
-            Some(rec) => Ok(rec),
-            None => parsed(&ts, &dataset),
-        });
+        let described = described_slowly(&ts, &dataset, small, max_inflated);
         let received = described.and_then(|rec| finish(&spool, &req, &ae, &ts, rec, &dataset));
         (received, dataset)
     })
@@ -145,6 +139,54 @@ async fn receive<I: InstanceIndex>(
         let failed = Failure::new(status::OUT_OF_RESOURCES, "storage task failed");
         (Err(failed), Vec::new())
     })
+}
+
+/// Deflated explicit VR little endian (PS3.5 §A.5): the dataset is one raw deflate stream.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+/// Describes a dataset on a blocking thread: a deflated one is inflated first (within the
+/// dataset limit) and then read as the explicit VR little endian dataset it is; others are
+/// scanned, unless `scan_tried` (a small dataset the scan already could not read), and go to the
+/// full parser when the scan cannot read them.
+fn described_slowly(
+    ts: &str,
+    dataset: &[u8],
+    scan_tried: bool,
+    max_inflated: u64,
+) -> Result<InstanceRecord, Failure> {
+    if ts.trim_end_matches('\0') == DEFLATED {
+        let plain = inflated(dataset, max_inflated)?;
+        return scanned(EXPLICIT_LE, &plain)?.map_or_else(|| parsed(EXPLICIT_LE, &plain), Ok);
+    }
+    let found = match scan_tried {
+        true => None,
+        false => scanned(ts, dataset)?,
+    };
+    found.map_or_else(|| parsed(ts, dataset), Ok)
+}
+
+/// A deflated dataset, inflated. A few kilobytes of deflate can stand for gigabytes, so the
+/// output is bounded by the same limit as a received dataset (A700 beyond it).
+fn inflated(dataset: &[u8], max: u64) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::DeflateDecoder::new(dataset)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut plain)
+        .map_err(|e| {
+            Failure::new(
+                status::CANNOT_UNDERSTAND,
+                format!("unparseable dataset: deflate stream: {e}"),
+            )
+        })?;
+    if plain.len() as u64 > max {
+        return Err(Failure::new(
+            status::OUT_OF_RESOURCES,
+            format!("dataset inflates to more than {max} bytes"),
+        ));
+    }
+    Ok(plain)
 }
 
 /// The failure status when the dataset was good but the file or its row did not both land;
@@ -265,8 +307,8 @@ fn scanned(ts_uid: &str, dataset: &[u8]) -> Result<Option<InstanceRecord>, Failu
 /// One full parse at a time, across associations. The parser allocates each value's announced
 /// length before it reads the value, so a crafted dataset that the scan cannot follow (and
 /// refuse) far enough may still make it allocate up to 4 GiB; parsing one at a time bounds what
-/// peers together can make the daemon hold. Real datasets rarely get here (deflate, or a
-/// structure the scan does not know), and each takes milliseconds.
+/// peers together can make the daemon hold. Real datasets rarely get here (a structure the scan
+/// does not know), and each takes milliseconds.
 static FULL_PARSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The attributes the index needs, read by the full parser, which decides whether the dataset
