@@ -162,3 +162,96 @@ fn instance_number(path: &Path) -> i64 {
         .and_then(|e| e.to_int::<i64>().ok())
         .unwrap_or(0)
 }
+
+async fn job_states(db: &Db) -> Vec<String> {
+    sqlx::query_scalar("SELECT state FROM jobs ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
+    let (db, url) = Db::connect_for_test().await.expect("test database");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("derived");
+    let out = out_dir.display().to_string();
+    let mut env = FAST.to_vec();
+    env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
+    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    // 2040 slices: a conversion long enough to be caught running.
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    let mut caught = false;
+    for _ in 0..30_000 {
+        let states = job_states(&db).await;
+        if states == ["running"] {
+            daemon.kill9();
+            caught = true;
+            break;
+        }
+        assert!(
+            states.is_empty() || states == ["queued"],
+            "the job ended before it could be interrupted: {states:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(caught, "the job never started:\n{}", daemon.log_text());
+    assert_eq!(
+        job_states(&db).await,
+        ["running"],
+        "a killed job stays running"
+    );
+
+    daemon.restart();
+    wait_jobs(&db, 1).await;
+    assert_eq!(job_states(&db).await, ["done"], "{}", daemon.log_text());
+    assert!(
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("requeued=1") && l.contains("were requeued")),
+        "the restart requeued the job:\n{}",
+        daemon.log_text()
+    );
+    // The conversion is whole and recorded once: as many volumes as dcm2niix makes of the
+    // series (the DWI and the scanner's ADC map), each file present, and the DWI 4-D with one
+    // volume per b-value.
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT nifti_path, bval_path, bvec_path FROM conversions")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let reference_dir = tmp.path().join("dcm2niix");
+    dcm2niix(&dwi, &reference_dir);
+    let reference_volumes = std::fs::read_dir(&reference_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".nii.gz")
+        })
+        .count();
+    assert_eq!(rows.len(), reference_volumes, "{rows:?}");
+    let distinct: std::collections::HashSet<&String> = rows.iter().map(|r| &r.0).collect();
+    assert_eq!(distinct.len(), rows.len(), "{rows:?}");
+    assert!(rows.iter().all(|r| Path::new(&r.0).exists()), "{rows:?}");
+    let (nifti, bval, bvec) = rows
+        .iter()
+        .find(|r| r.1.is_some())
+        .expect("a DWI volume with its b-values");
+    let volume = read_volume(Path::new(nifti)).unwrap();
+    let bvals = std::fs::read_to_string(bval.as_ref().unwrap()).unwrap();
+    let directions = bvals.split_whitespace().count();
+    assert!(directions > 1, "{bvals}");
+    assert_eq!(
+        volume.data.shape().last(),
+        Some(&directions),
+        "{:?}",
+        volume.data.shape()
+    );
+    assert!(Path::new(bvec.as_ref().expect("bvec")).exists());
+    assert!(daemon.terminate().success());
+}
