@@ -43,15 +43,21 @@ fn dcm2niix(input: &Path, out: &Path) {
     assert!(status.status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completed_series_are_converted_and_classified() {
+/// A fresh database, and a daemon that completes series after 1 s and converts them into
+/// `derived/` of the returned directory.
+async fn converting_daemon() -> (Db, tempfile::TempDir, Daemon) {
     let (db, url) = Db::connect_for_test().await.expect("test database");
     let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("derived");
-    let out = out_dir.display().to_string();
+    let out = tmp.path().join("derived").display().to_string();
     let mut env = FAST.to_vec();
     env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
-    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    let daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    (db, tmp, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_series_are_converted_and_classified() {
+    let (db, tmp, mut daemon) = converting_daemon().await;
     let t1 = dicom_folder("ge-t1-mprage");
     let dwi = dicom_folder("ge-dwi-tensor-r2");
     let sent = storescu(daemon.port, "SCANNER", &[&t1, &dwi]);
@@ -172,13 +178,7 @@ async fn job_states(db: &Db) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
-    let (db, url) = Db::connect_for_test().await.expect("test database");
-    let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("derived");
-    let out = out_dir.display().to_string();
-    let mut env = FAST.to_vec();
-    env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
-    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    let (db, tmp, mut daemon) = converting_daemon().await;
     // 2040 slices: a conversion long enough to be caught running.
     let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
     assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
