@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 pub mod common;
 pub mod scu;
+pub mod stored_as_sent;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -179,29 +180,7 @@ impl TestScp {
         source: &Path,
         classes: &[String],
     ) -> serde_json::Value {
-        let dir = tempfile::tempdir().unwrap();
-        let index: serde_json::Map<String, serde_json::Value> = self
-            .index()
-            .await
-            .into_iter()
-            .map(|(uid, (path, ts))| (uid, serde_json::json!({"path": path, "ts": ts})))
-            .collect();
-        let index_path = dir.path().join("index.json");
-        let accepted_path = dir.path().join("accepted.json");
-        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-        std::fs::write(&accepted_path, serde_json::to_vec(classes).unwrap()).unwrap();
-        let out = run(
-            "python3",
-            &[
-                support_script("compare.py").as_os_str(),
-                source.as_os_str(),
-                index_path.as_os_str(),
-                accepted_path.as_os_str(),
-            ],
-        )
-        .await;
-        assert!(out.status.success(), "compare.py failed: {}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
+        stored_as_sent::compare(source, &self.index().await, classes)
     }
 }
 

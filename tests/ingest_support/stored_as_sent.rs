@@ -1,7 +1,7 @@
-//! The content check of `compare.py` (pydicom as the independent reader) for any list of source
-//! files, for the tests that drive the daemon binary through `tests/common` rather than the
-//! in-process SCP of this folder's `mod.rs`. Include it with
-//! `#[path = "ingest_support/stored_as_sent.rs"] mod stored_as_sent;`.
+//! The content check of `compare.py` (pydicom as the independent reader): for a folder against
+//! the index (the in-process SCP of this folder's `mod.rs`), and for any list of source files
+//! (the tests that drive the daemon binary through `tests/common`, which include this file with
+//! `#[path = "ingest_support/stored_as_sent.rs"] mod stored_as_sent;`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -46,29 +46,8 @@ pub fn assert_stored_as_sent(sources: &[PathBuf], index: &BTreeMap<String, (Path
                 .to_string(),
         );
     }
-    let index: serde_json::Map<String, serde_json::Value> = index
-        .iter()
-        .map(|(uid, (path, ts))| (uid.clone(), serde_json::json!({"path": path, "ts": ts})))
-        .collect();
-    let index_path = dir.path().join("index.json");
-    let classes_path = dir.path().join("accepted.json");
-    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(&classes_path, serde_json::to_vec(&classes).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ingest_support/compare.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&linked)
-        .arg(&index_path)
-        .arg(&classes_path)
-        .output()
-        .expect("run python3 compare.py");
-    assert!(
-        out.status.success(),
-        "compare.py failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let classes: Vec<String> = classes.into_iter().collect();
+    let report = compare(&linked, index, &classes);
     let n = sources.len() as u64;
     assert!(
         report["expected"] == n
@@ -79,4 +58,37 @@ pub fn assert_stored_as_sent(sources: &[PathBuf], index: &BTreeMap<String, (Path
                 .is_some_and(|m| m.is_empty()),
         "{n} sources: the spool does not hold them as sent: {report}"
     );
+}
+
+/// Runs `compare.py` (pydicom) on the part-10 files under `source` against `index`, expecting
+/// only instances of `classes`; returns its JSON report.
+pub fn compare(
+    source: &Path,
+    index: &BTreeMap<String, (PathBuf, String)>,
+    classes: &[String],
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let index: serde_json::Map<String, serde_json::Value> = index
+        .iter()
+        .map(|(uid, (path, ts))| (uid.clone(), serde_json::json!({"path": path, "ts": ts})))
+        .collect();
+    let index_path = dir.path().join("index.json");
+    let classes_path = dir.path().join("accepted.json");
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(&classes_path, serde_json::to_vec(classes).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ingest_support/compare.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(source)
+        .arg(&index_path)
+        .arg(&classes_path)
+        .output()
+        .expect("run python3 compare.py");
+    assert!(
+        out.status.success(),
+        "compare.py failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
