@@ -5,7 +5,9 @@
 //! the exact predictor, the sampler's conditionals must be the Gaussian's: checked within 3
 //! Monte-Carlo standard errors for DDPM and DDIM, for age given x, age given x and sex, sex given
 //! x and age, and for unconditional generation (means and the whole covariance). The replacement
-//! scheme is measured against the same truth and its bias printed (see BENCHMARKS-infer.md).
+//! scheme is measured against the same truth and its bias printed (see BENCHMARKS.md); it must
+//! still move the answer from the marginal towards the conditional, and resampling must shrink
+//! its bias.
 
 mod infer_support;
 
@@ -287,38 +289,71 @@ fn replacement_conditioning_bias_is_measured() {
         "replacement unconditional",
         41,
     );
-    // Given x, replacement is only approximate: report how far it lands from the truth.
+    // Given x, replacement is only approximate: report how far it lands from the truth, and
+    // check what it must still do: use x, moving the answer from the marginal mean (what
+    // ignoring x would give) towards the conditional one.
     let x = [0.5, -0.2, 1.0];
     let (m, c) = conditional(&truth, &[3], &X, &x);
     let (want_mean, want_std) = (AGE_MEAN + AGE_STD * m[0], AGE_STD * c[(0, 0)].sqrt());
+    let marginal_mean = AGE_MEAN + AGE_STD * truth.mu[3];
+    let se = want_std / (K as f64).sqrt();
+    let mut ddpm_bias = f64::NAN;
     for (label, method) in [("DDPM", Method::Ddpm), ("DDIM", Method::Ddim { eta: 0.0 })] {
         let known = BTreeMap::from([("x".to_string(), Known::Values(x.to_vec()))]);
         let result = model.sample(&request(known, method, 31)).unwrap();
         let (mean, std) = scalar(&result.variables["age"]);
-        assert!(mean.is_finite() && std.is_finite());
-        println!(
-            "replacement {label}: E[age|x] {mean:.3} vs {want_mean:.3} (bias {:+.3} y, {:+.1} SE); \
-             sd {std:.3} vs {want_std:.3} (ratio {:.3})",
-            mean - want_mean,
-            (mean - want_mean) / (want_std / (K as f64).sqrt()),
-            std / want_std
-        );
+        report_replacement(label, (mean, std), (want_mean, want_std));
+        uses_what_is_known(label, mean, want_mean, marginal_mean, se);
+        if let Method::Ddpm = method {
+            ddpm_bias = mean - want_mean;
+        }
     }
     // RePaint-style resampling (each of 250 DDPM steps taken 4 times): measured beside plain
-    // replacement at the same number of denoiser calls.
+    // replacement at the same number of denoiser calls. Resampling lets the unknown part
+    // agree with what is known, so its bias must be smaller than plain DDPM's by more than 3
+    // standard errors of the difference of two independent estimates.
     let known = BTreeMap::from([("x".to_string(), Known::Values(x.to_vec()))]);
     let mut req = request(known, Method::Ddpm, 32);
     req.steps = 250;
     req.resample = 4;
     let result = model.sample(&req).unwrap();
     let (mean, std) = scalar(&result.variables["age"]);
-    assert!(mean.is_finite() && std.is_finite());
+    let label = "DDPM 250 steps x 4 resampling";
+    report_replacement(label, (mean, std), (want_mean, want_std));
+    uses_what_is_known(label, mean, want_mean, marginal_mean, se);
+    let resampled_bias = mean - want_mean;
+    let gain = ddpm_bias.abs() - resampled_bias.abs();
+    assert!(
+        gain > 3.0 * std::f64::consts::SQRT_2 * se,
+        "resampling did not reduce replacement's bias: {resampled_bias:+.3} y against plain \
+         DDPM's {ddpm_bias:+.3} y (SE of each {se:.3} y)"
+    );
+}
+
+/// Prints how far a replacement-conditioned answer (mean, sd) lands from the closed form.
+fn report_replacement(label: &str, (mean, std): (f64, f64), (want_mean, want_std): (f64, f64)) {
+    assert!(
+        mean.is_finite() && std.is_finite(),
+        "{label}: {mean} ± {std}"
+    );
     println!(
-        "replacement DDPM 250 steps x 4 resampling: E[age|x] {mean:.3} vs {want_mean:.3} (bias {:+.3} y, \
-         {:+.1} SE); sd {std:.3} vs {want_std:.3} (ratio {:.3})",
+        "replacement {label}: E[age|x] {mean:.3} vs {want_mean:.3} (bias {:+.3} y, {:+.1} SE); \
+         sd {std:.3} vs {want_std:.3} (ratio {:.3})",
         mean - want_mean,
         (mean - want_mean) / (want_std / (K as f64).sqrt()),
         std / want_std
+    );
+}
+
+/// A conditioned mean must have moved from the marginal mean towards the conditional one by
+/// more than 3 standard errors: a sampler that ignored what is known would land on the marginal.
+fn uses_what_is_known(label: &str, mean: f64, conditional: f64, marginal: f64, se: f64) {
+    let towards = (conditional - marginal).signum();
+    let moved = (mean - marginal) * towards;
+    assert!(
+        moved > 3.0 * se,
+        "{label}: E[age|x] {mean:.3} did not move from the marginal {marginal:.3} towards the \
+         conditional {conditional:.3} (moved {moved:+.3} y, SE {se:.3} y)"
     );
 }
 
