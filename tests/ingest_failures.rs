@@ -6,7 +6,7 @@ mod ingest_support;
 
 use std::time::Duration;
 
-use brainaged::config::CallerConfig;
+use brainaged::config::{CallerConfig, DicomConfig};
 use ingest_support::scu::{self, Instance, Scu};
 use ingest_support::{AE_TITLE, TestScp, run, shared_dicom, test_config, text};
 use tokio::io::AsyncWriteExt;
@@ -77,7 +77,13 @@ async fn caller_bound_to_a_host_is_rejected_from_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_mid_transfer_indexes_nothing() {
-    let scp = TestScp::start().await;
+    // One association at a time: a new one is accepted only once the server has finished with
+    // the aborted one, which is when anything it was going to keep would have been kept.
+    let scp = TestScp::start_with(DicomConfig {
+        max_associations: 1,
+        ..test_config()
+    })
+    .await;
     let inst = mr_instance();
     let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
     let cmd = scu::store_command(&inst.sop_class, &inst.sop_instance, 1);
@@ -85,7 +91,7 @@ async fn abort_mid_transfer_indexes_nothing() {
     scu.send_data(&inst.dataset[..inst.dataset.len() / 2], 4_000, false)
         .await;
     scu.assoc.abort().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_the_association_has_ended(&scp).await;
     assert_eq!(scp.instance_count().await, 0);
     assert!(scp.spool_files().is_empty());
     // A TCP drop half-way (no A-ABORT at all) is the same.
@@ -94,7 +100,7 @@ async fn abort_mid_transfer_indexes_nothing() {
     scu.send_data(&inst.dataset[..inst.dataset.len() / 3], 4_000, false)
         .await;
     drop(scu);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_the_association_has_ended(&scp).await;
     assert_eq!(scp.instance_count().await, 0);
     assert!(scp.spool_files().is_empty());
     // The daemon still takes the whole instance afterwards.
@@ -103,6 +109,22 @@ async fn abort_mid_transfer_indexes_nothing() {
     scu.assoc.release().await.unwrap();
     assert_eq!(scp.instance_count().await, 1);
     scp.stop().await;
+}
+
+/// Returns once an SCP limited to one association accepts a C-ECHO association: the one before
+/// it has then ended on the server's side. Panics after 10 s.
+async fn until_the_association_has_ended(scp: &TestScp) {
+    assert_eq!(scp.cfg.max_associations, 1);
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (ok, log) = echo(scp, "ECHOSCU", AE_TITLE).await;
+        if ok {
+            return;
+        }
+        last = log;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the aborted association still holds the server's only slot after 10 s: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
