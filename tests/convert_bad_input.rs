@@ -17,14 +17,7 @@ fn file_with_instance(dir: &Path, n: i64) -> PathBuf {
                   \x20   ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)\n\
                   \x20   if int(ds.get('InstanceNumber', -1)) == int(sys.argv[2]):\n\
                   \x20       print(f); break";
-    let o = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .arg(n.to_string())
-        .output()
-        .expect("python3 with pydicom is needed (pip install pydicom)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+    PathBuf::from(pydicom(script, &[dir.as_os_str(), n.to_string().as_ref()]).trim())
 }
 
 /// The shape a folder holding one intact 4-D series must convert to, read with pydicom as an
@@ -36,16 +29,21 @@ fn series_shape(dir: &Path) -> Vec<usize> {
                   positions = {tuple(round(float(v), 3) for v in d.ImagePositionPatient) for d in ds}\n\
                   assert len(ds) % len(positions) == 0\n\
                   print(ds[0].Columns, ds[0].Rows, len(positions), len(ds) // len(positions))";
-    let o = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .expect("python3 with pydicom is needed (pip install pydicom)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
+    pydicom(script, &[dir.as_os_str()])
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect()
+}
+
+/// Runs a Python `script` (which uses pydicom) with `args`; returns what it printed.
+fn pydicom(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python3 with pydicom is needed (pip install pydicom)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn run(paths: &[PathBuf]) -> Vec<Result<convert::ConvertedSeries, SeriesError>> {
