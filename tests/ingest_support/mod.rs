@@ -17,7 +17,6 @@ use brainaged::db::Db;
 use brainaged::scp::{Server, contexts::MR_STORAGE};
 use brainaged::shutdown::{self, Trigger};
 use brainaged::spool::Spool;
-use sqlx::Row;
 use tokio::task::JoinHandle;
 
 /// Calling AE titles the test SCP allows.
@@ -120,17 +119,7 @@ impl TestScp {
 
     /// SOP Instance UID → (absolute spool path, transfer syntax) for every indexed instance.
     pub async fn index(&self) -> BTreeMap<String, (PathBuf, String)> {
-        sqlx::query("SELECT sop_instance_uid, spool_path, transfer_syntax FROM instances")
-            .fetch_all(self.db.pool())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                let uid: String = r.get(0);
-                let path: String = r.get(1);
-                (uid, (self.spool.path_of(&path), r.get::<String, _>(2)))
-            })
-            .collect()
+        stored_as_sent::stored_index(&self.db, self.spool.root()).await
     }
 
     /// Every `.dcm` file in the spool.
