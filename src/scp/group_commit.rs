@@ -48,11 +48,33 @@ impl<I: InstanceIndex> GroupCommit<I> {
         Self { tx, index }
     }
 
-    /// Indexes `rec`, returning once its row is committed (or not), with the record back.
-    pub async fn index(&self, rec: InstanceRecord) -> (InstanceRecord, Result<(), IndexError>) {
+    /// Queues `rec` for the next commit at once, without waiting: the caller can then block
+    /// its thread on the instance's file while the committing task works, and collect the
+    /// outcome with [`Submitted::answer`] afterwards.
+    pub fn submit(&self, rec: InstanceRecord) -> Submitted {
         let (done, answer) = oneshot::channel();
-        let rec = match self.tx.send(Pending { rec, done }) {
-            Ok(()) => match answer.await {
+        match self.tx.send(Pending { rec, done }) {
+            Ok(()) => Submitted::Queued(answer),
+            Err(mpsc::error::SendError(p)) => Submitted::Alone(Box::new(p.rec)),
+        }
+    }
+}
+
+/// A row handed to the group commit ([`GroupCommit::submit`]).
+pub(crate) enum Submitted {
+    Queued(oneshot::Receiver<(InstanceRecord, Result<(), IndexError>)>),
+    /// The committing task is gone; the row is committed alone when the answer is asked for.
+    Alone(Box<InstanceRecord>),
+}
+
+impl Submitted {
+    /// Waits for the row's commit and returns its outcome, with the record back.
+    pub async fn answer<I: InstanceIndex>(
+        self,
+        commits: &GroupCommit<I>,
+    ) -> (InstanceRecord, Result<(), IndexError>) {
+        let rec = match self {
+            Submitted::Queued(answer) => match answer.await {
                 Ok(answered) => return answered,
                 // The task dropped this instance unanswered: it panicked while committing it.
                 Err(_) => {
@@ -62,10 +84,10 @@ impl<I: InstanceIndex> GroupCommit<I> {
                     );
                 }
             },
-            Err(mpsc::error::SendError(p)) => p.rec,
+            Submitted::Alone(rec) => *rec,
         };
         warn!("group commit is not running; committing alone");
-        let result = self.index.index_instance(&rec).await;
+        let result = commits.index.index_instance(&rec).await;
         (rec, result)
     }
 }
@@ -174,7 +196,8 @@ mod tests {
 
     /// Submits `uids` at once and returns each one's result, in order.
     async fn submit_together(gc: &GroupCommit<Recorder>, uids: &[&str]) -> Vec<(String, bool)> {
-        let answers = futures::future::join_all(uids.iter().map(|u| gc.index(rec(u)))).await;
+        let answers =
+            futures::future::join_all(uids.iter().map(|u| gc.submit(rec(u)).answer(gc))).await;
         answers
             .into_iter()
             .map(|(r, res)| (r.sop_instance_uid, res.is_ok()))
@@ -237,7 +260,7 @@ mod tests {
             ..Default::default()
         });
         let gc = GroupCommit::start(index.clone());
-        let (_, res) = gc.index(rec("boom")).await;
+        let (_, res) = gc.submit(rec("boom")).answer(&gc).await;
         assert!(res.is_err());
         let got = submit_together(&gc, &["a", "b"]).await;
         assert_eq!(got, [("a".to_string(), true), ("b".to_string(), true)]);
@@ -249,7 +272,7 @@ mod tests {
         let index = Arc::new(Recorder::default());
         let gc = GroupCommit::start(index.clone());
         let started = std::time::Instant::now();
-        let (r, res) = gc.index(rec("alone")).await;
+        let (r, res) = gc.submit(rec("alone")).answer(&gc).await;
         assert!(res.is_ok());
         assert_eq!(r.sop_instance_uid, "alone");
         // One 20 ms commit, not a wait for a batch to fill.

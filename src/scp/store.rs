@@ -49,9 +49,9 @@ pub(crate) struct Origin<'a> {
 /// Handles one C-STORE-RQ whose dataset is `dataset`; returns the status, the response command
 /// set, and the buffer for reuse.
 ///
-/// The dataset is checked and described first, then written to the spool on a blocking thread
-/// while this task has the instance indexed (by the group commit, with the rows of other
-/// associations that arrive meanwhile): the file's fsync and the database's commit overlap.
+/// The dataset is checked and described first; its row goes to the group commit (committed with
+/// the rows of other associations that arrive meanwhile) and its file is written while that
+/// commit runs: the file's fsync and the database's commit overlap.
 /// Success needs both; when only the index succeeded, [`recover::settle`] takes the row back
 /// before answering.
 pub(crate) async fn handle<I: InstanceIndex>(
@@ -66,24 +66,49 @@ pub(crate) async fn handle<I: InstanceIndex>(
         Ok(pair) => pair,
         Err(refused) => return respond(req, Err(refused), started, dataset),
     };
-    let spool = svc.spool.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let written = spool.write(&planned, &dataset).map_err(|e| {
-            warn!(error = %e, "spool write failed");
-            "spool write failed".to_string()
-        });
-        (written, dataset)
-    });
-    let (rec, index_result) = svc.commits.index(rec).await;
-    let (written, dataset) = match writer.await {
-        Ok(pair) => pair,
-        Err(e) => (Err(format!("storage task failed: {e}")), Vec::new()),
-    };
+    let submitted = svc.commits.submit(rec);
+    let (written, dataset) = write_spool_file(&svc.spool, planned, dataset).await;
+    let (rec, index_result) = submitted.answer(&svc.commits).await;
     let outcome = match (index_result, written) {
         (Ok(()), Ok(())) => Ok(()),
         (index_result, written) => Err(fail_stored(svc, &rec, index_result, written).await),
     };
     respond(req, outcome, started, dataset)
+}
+
+/// Writes the planned spool file, handing the buffer back; the outcome is logged and turned
+/// into the ErrorComment's words.
+///
+/// On the multi-threaded runtime the write runs on this very thread (`block_in_place`, which
+/// first hands this worker's other tasks to another thread). One association's instances are
+/// strictly sequential (the sender waits for each response), so the time until the write starts
+/// is on the critical path: waking an idle blocking thread for it (`spawn_blocking`), and this
+/// task again afterwards, cost a median of 95 µs per instance on a slow machine (session 14,
+/// BENCHMARKS.md), against 11 µs here. A runtime without worker threads to hand over to (a
+/// single-threaded test runtime) gets the blocking thread.
+async fn write_spool_file(
+    spool: &Spool,
+    planned: Planned,
+    dataset: Vec<u8>,
+) -> (Result<(), String>, Vec<u8>) {
+    let write = {
+        let spool = spool.clone();
+        move || {
+            let written = spool.write(&planned, &dataset).map_err(|e| {
+                warn!(error = %e, "spool write failed");
+                "spool write failed".to_string()
+            });
+            (written, dataset)
+        }
+    };
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(write);
+    }
+    match tokio::task::spawn_blocking(write).await {
+        Ok(pair) => pair,
+        Err(e) => (Err(format!("storage task failed: {e}")), Vec::new()),
+    }
 }
 
 /// The largest dataset described on the association's own task; larger ones (enhanced
