@@ -81,11 +81,12 @@ pub(crate) async fn handle<I: InstanceIndex>(
 ///
 /// On the multi-threaded runtime the write runs on this very thread (`block_in_place`, which
 /// first hands this worker's other tasks to another thread). One association's instances are
-/// strictly sequential (the sender waits for each response), so the time until the write starts
+/// strictly sequential (the sender waits for each response), so any wait before the write starts
 /// is on the critical path: waking an idle blocking thread for it (`spawn_blocking`), and this
-/// task again afterwards, cost a median of 95 µs per instance on a slow machine (session 14,
-/// BENCHMARKS.md), against 11 µs here. A runtime without worker threads to hand over to (a
-/// single-threaded test runtime) gets the blocking thread.
+/// task again afterwards, took a median of 95 µs per instance where this takes 11 µs (session
+/// 14), and sends ran 4.2 % faster on one association, 2.2 % on four (session 15; both in
+/// BENCHMARKS.md). A runtime without worker threads to hand over to (a single-threaded test
+/// runtime) gets the blocking thread.
 async fn write_spool_file(
     spool: &Spool,
     planned: Planned,

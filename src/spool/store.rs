@@ -167,7 +167,7 @@ impl Spool {
 
     /// Writes a planned instance durably: under a temporary name in [`WRITING`], data flushed,
     /// renamed into its series directory, then that directory fsynced. Blocking: call it from a
-    /// blocking thread.
+    /// blocking thread (the receiver calls it under `block_in_place`).
     ///
     /// Why a named temporary file and not an unnamed one (`O_TMPFILE`, linked into place after
     /// its flush), which writes the directory once less: on ext4 without a journal the link
