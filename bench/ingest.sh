@@ -12,7 +12,8 @@
 # database, kernel: what a receiver costs in total, whatever it leaves idle), storescu's own CPU
 # per instance, the device flushes per instance that the disk holding the spools completed during
 # the send (what the durability rule asks of the disk; storescp to disk makes none), and
-# brainaged's ratios to the others. Last, the floor the durability rule sets
+# brainaged's ratios to the others, and storescp durable's to storescp to disk (what the rule's
+# flushes cost storescp itself). Last, the floor the durability rule sets
 # under one association (storescu's CPU + the spool file's and the index's durable writes, bare)
 # and where brainaged and storescp stand to it.
 #
