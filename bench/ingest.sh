@@ -84,6 +84,10 @@ if [ "$count" -eq 0 ]; then
 fi
 mb=$(python3 -c "print($bytes/1e6)")
 echo "data: $folder: $count instances, $mb MB; repeats: $repeats; $(nproc) cores"
+# Whether idle cores poll before they halt (KVM guests): with the limit at 0, every wake-up a
+# flushing receiver waits for goes through the host (BENCHMARKS.md, session 17).
+haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+echo "guest halt polling: $( [ -r $haltpoll ] && echo "guest_halt_poll_ns=$(cat $haltpoll)" || echo "no haltpoll driver")"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
