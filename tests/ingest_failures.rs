@@ -601,3 +601,81 @@ async fn silent_connection_is_closed_by_the_artim_timer() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     scp.stop().await;
 }
+
+/// The first GE instance with `edit` applied, re-encoded in explicit VR little endian.
+fn edited_instance(edit: impl FnOnce(&mut dicom_object::InMemDicomObject)) -> Instance {
+    use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+    let path = first_file_of("ge-t1-mprage");
+    let mut obj = dicom_object::open_file(path).unwrap().into_inner();
+    edit(&mut obj);
+    let mut dataset = Vec::new();
+    obj.write_dataset_with_ts(&mut dataset, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    let text_of = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    Instance {
+        dataset,
+        sop_class: text_of(dicom_dictionary_std::tags::SOP_CLASS_UID),
+        sop_instance: text_of(dicom_dictionary_std::tags::SOP_INSTANCE_UID),
+    }
+}
+
+fn first_file_of(folder: &str) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(shared_dicom().join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.remove(0)
+}
+
+/// PostgreSQL text cannot hold a NUL character. A NUL inside a value (not the padding at its
+/// end) must not turn into "out of resources", which senders retry for ever: the instance is
+/// kept and indexed with the NUL left out of the indexed text, and the file keeps the bytes
+/// as sent. A UID with a NUL inside is not a valid UID: a permanent failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_inside_a_value_is_never_out_of_resources() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let scp = TestScp::start().await;
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+
+    let named = edited_instance(|obj| {
+        let name = PrimitiveValue::from("DOE\0^JOHN");
+        obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, name));
+        let about = PrimitiveValue::from("BRAIN\0 MRI");
+        obj.put(DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, about));
+    });
+    let rsp = scu.store(&named, 1, 1).await;
+    assert_eq!(rsp.status, 0x0000, "{rsp:?}");
+    let (name, about): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT p.patient_name, s.study_description FROM patients p \
+         JOIN studies s ON s.patient_ref = p.id",
+    )
+    .fetch_one(scp.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(name.as_deref(), Some("DOE^JOHN"));
+    assert_eq!(about.as_deref(), Some("BRAIN MRI"));
+    let stored = std::fs::read(&scp.spool_files()[0]).unwrap();
+    assert!(
+        stored.windows(9).any(|w| w == b"DOE\0^JOHN"),
+        "file keeps what was sent"
+    );
+
+    let bad_uid = edited_instance(|obj| {
+        let uid = PrimitiveValue::from("1.2.826.0.1\0.99");
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, uid));
+    });
+    let rsp = scu.store(&bad_uid, 2, 1).await;
+    assert_eq!(rsp.status, 0xA900, "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}

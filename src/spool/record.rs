@@ -175,14 +175,18 @@ pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolErro
     Ok(rec)
 }
 
+/// A value without its padding and without NUL characters anywhere: PostgreSQL text cannot
+/// hold a NUL, and a row it refuses would answer the C-STORE "out of resources", which a sender
+/// retries for ever. DICOM text has no use for NUL except as padding, so nothing is lost from
+/// the index; the spool file keeps the value as sent. A UID with a NUL inside then no longer
+/// equals the command's, and the instance is refused as not matching (A900), as it should be.
 fn trim(s: &str) -> String {
-    s.trim_matches(['\0', ' ']).to_string()
+    s.trim_matches(['\0', ' ']).replace('\0', "")
 }
 
 fn text<A: Attributes + ?Sized>(obj: &A, tag: Tag) -> Option<String> {
-    let value = obj.raw_text(tag)?;
-    let value = value.trim_matches(['\0', ' ']);
-    (!value.is_empty()).then(|| value.to_string())
+    let value = trim(&obj.raw_text(tag)?);
+    (!value.is_empty()).then_some(value)
 }
 
 fn int<A: Attributes + ?Sized>(obj: &A, tag: Tag) -> Option<i32> {
