@@ -311,6 +311,31 @@ async fn a_length_past_the_end_is_refused_without_allocating_it() {
     let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
     let rsp = scu.store(&hostile, 1, 1).await;
     assert_eq!((rsp.responding_to, rsp.status), (1, 0xC000), "{rsp:?}");
+    // The same with a VR nobody knows, which the parser reads as UN, with a 4-byte length.
+    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
+    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
+    dataset.extend_from_slice(&[0x05, 0xFB, 0x07, 0x41, b'Z', b'Z', 0, 0]);
+    dataset.extend_from_slice(&0xD9FF_0006u32.to_le_bytes());
+    dataset.extend_from_slice(b"12345678");
+    let unknown = Instance { dataset, ..hostile };
+    let rsp = scu.store(&unknown, 3, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (3, 0xC000), "{rsp:?}");
+    // An unknown VR whose value fits, so the scan stops there and hands the dataset to the
+    // full parser, which reads on as UN and meets the 4 GiB length after it.
+    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
+    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
+    dataset.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0, 0]);
+    dataset.extend_from_slice(&4u32.to_le_bytes());
+    dataset.extend_from_slice(b"abcd");
+    dataset.extend_from_slice(&[0x10, 0x00, 0x00, 0x40, b'U', b'T', 0, 0]);
+    dataset.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    dataset.extend_from_slice(b"12345678");
+    let beyond = Instance {
+        dataset,
+        ..unknown
+    };
+    let rsp = scu.store(&beyond, 4, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (4, 0xC000), "{rsp:?}");
     let grown = peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
     let rsp = scu.store(&inst, 2, 1).await;

@@ -175,7 +175,7 @@ const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 /// dataset limit) and then read as the explicit VR little endian dataset it is; others are
 /// scanned, unless `scan_tried` (a small dataset the scan already could not read), and go to the
 /// full parser when the scan cannot read them.
-fn described_slowly(
+pub(super) fn described_slowly(
     ts: &str,
     dataset: &[u8],
     scan_tried: bool,
@@ -277,7 +277,7 @@ fn respond(
 }
 
 /// Checks a described dataset against its command and plans its spool file.
-fn finish(
+pub(super) fn finish(
     spool: &Spool,
     req: &Request,
     calling_ae: &str,
@@ -308,7 +308,7 @@ fn finish(
 /// The attributes the index needs, read by the scan; `None` when the scan cannot read the
 /// dataset (an encoding it does not know, or a structure it cannot follow) and the full parser
 /// must judge it; C000 when no parser could read it (a length past the end of the dataset).
-fn scanned(ts_uid: &str, dataset: &[u8]) -> Result<Option<InstanceRecord>, Failure> {
+pub(super) fn scanned(ts_uid: &str, dataset: &[u8]) -> Result<Option<InstanceRecord>, Failure> {
     let Some(encoding) = scan::Encoding::of_transfer_syntax(ts_uid) else {
         return Ok(None);
     };
@@ -339,7 +339,7 @@ static FULL_PARSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The attributes the index needs, read by the full parser, which decides whether the dataset
 /// is unreadable (C000). Runs on a blocking thread.
-fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
+pub(super) fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
     let _one_at_a_time = FULL_PARSE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -349,6 +349,7 @@ fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
             format!("unknown transfer syntax {ts_uid}"),
         )
     })?;
+    lengths_within(dataset, ts)?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -358,6 +359,38 @@ fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Failure> {
     let mut rec = InstanceRecord::default();
     record::describe(&obj, &mut rec);
     Ok(rec)
+}
+
+/// Refuses (C000) a dataset in which the full parser would meet a value or item longer than the
+/// whole dataset, before the parser allocates it.
+///
+/// The scan refuses such lengths where it can follow the structure, but where it stops (a VR
+/// it does not know, a malformed sequence) the parser reads on with its own interpretation, and
+/// fuzzing found 300–800 KB datasets past such a point that made it allocate and zero 1–4 GiB.
+/// So the parser's own tokens are read first, and each length is checked in the moment
+/// between its header and the read of its value: no value is then allocated larger than the
+/// dataset that was received.
+fn lengths_within(dataset: &[u8], ts: &dicom_encoding::TransferSyntax) -> Result<(), Failure> {
+    use dicom_parser::dataset::DataToken;
+    let Ok(tokens) = dicom_parser::DataSetReader::new_with_ts(dataset, ts) else {
+        return Ok(()); // the parse that follows reports it
+    };
+    for token in tokens {
+        let len = match token {
+            Ok(DataToken::ElementHeader(header)) => header.len,
+            Ok(DataToken::ItemStart { len }) => len,
+            Ok(_) => continue,
+            Err(_) => return Ok(()),
+        };
+        if let Some(n) = len.get().filter(|&n| n as usize > dataset.len()) {
+            let total = dataset.len();
+            return Err(Failure::new(
+                status::CANNOT_UNDERSTAND,
+                format!("unparseable dataset: a value of {n} bytes in a dataset of {total}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The dataset must be the instance the command announced, with the UIDs the spool needs.
