@@ -12,13 +12,17 @@ use ingest_support::{AE_TITLE, TestScp, run, shared_dicom, test_config, text};
 use tokio::io::AsyncWriteExt;
 
 fn mr_instance() -> Instance {
-    let dir = shared_dicom().join("ge-t1-mprage");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    scu::instance_from(&first_file_of("ge-t1-mprage"))
+}
+
+/// The first file of a shared folder, in name order.
+fn first_file_of(folder: &str) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(shared_dicom().join(folder))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    scu::instance_from(&files[0])
+    files.remove(0)
 }
 
 async fn echo(scp: &TestScp, calling: &str, called: &str) -> (bool, String) {
@@ -330,10 +334,7 @@ async fn a_length_past_the_end_is_refused_without_allocating_it() {
     dataset.extend_from_slice(&[0x10, 0x00, 0x00, 0x40, b'U', b'T', 0, 0]);
     dataset.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     dataset.extend_from_slice(b"12345678");
-    let beyond = Instance {
-        dataset,
-        ..unknown
-    };
+    let beyond = Instance { dataset, ..unknown };
     let rsp = scu.store(&beyond, 4, 1).await;
     assert_eq!((rsp.responding_to, rsp.status), (4, 0xC000), "{rsp:?}");
     let grown = peak_rss().saturating_sub(before);
@@ -627,39 +628,6 @@ async fn silent_connection_is_closed_by_the_artim_timer() {
     scp.stop().await;
 }
 
-/// The first GE instance with `edit` applied, re-encoded in explicit VR little endian.
-fn edited_instance(edit: impl FnOnce(&mut dicom_object::InMemDicomObject)) -> Instance {
-    use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
-    let path = first_file_of("ge-t1-mprage");
-    let mut obj = dicom_object::open_file(path).unwrap().into_inner();
-    edit(&mut obj);
-    let mut dataset = Vec::new();
-    obj.write_dataset_with_ts(&mut dataset, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
-        .unwrap();
-    let text_of = |tag| {
-        obj.element(tag)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches('\0')
-            .to_string()
-    };
-    Instance {
-        dataset,
-        sop_class: text_of(dicom_dictionary_std::tags::SOP_CLASS_UID),
-        sop_instance: text_of(dicom_dictionary_std::tags::SOP_INSTANCE_UID),
-    }
-}
-
-fn first_file_of(folder: &str) -> std::path::PathBuf {
-    let mut files: Vec<_> = std::fs::read_dir(shared_dicom().join(folder))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.remove(0)
-}
-
 /// PostgreSQL text cannot hold a NUL character. A NUL inside a value (not the padding at its
 /// end) must not turn into "out of resources", which senders retry for ever: the instance is
 /// kept and indexed with the NUL left out of the indexed text, and the file keeps the bytes
@@ -671,7 +639,7 @@ async fn a_nul_inside_a_value_is_never_out_of_resources() {
     let scp = TestScp::start().await;
     let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
 
-    let named = edited_instance(|obj| {
+    let named = scu::instance_edited(&first_file_of("ge-t1-mprage"), |obj| {
         let name = PrimitiveValue::from("DOE\0^JOHN");
         obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, name));
         let about = PrimitiveValue::from("BRAIN\0 MRI");
@@ -694,7 +662,7 @@ async fn a_nul_inside_a_value_is_never_out_of_resources() {
         "file keeps what was sent"
     );
 
-    let bad_uid = edited_instance(|obj| {
+    let bad_uid = scu::instance_edited(&first_file_of("ge-t1-mprage"), |obj| {
         let uid = PrimitiveValue::from("1.2.826.0.1\0.99");
         obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, uid));
     });

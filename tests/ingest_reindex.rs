@@ -110,6 +110,12 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     assert_eq!(rows(&fresh).await, want);
 
     fresh.close().await;
+    drop_database(&url).await;
+    scp.stop().await;
+}
+
+/// Drops the database a test made with `Db::connect_for_test` beside the SCP's own.
+async fn drop_database(url: &str) {
     let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
         .await
         .unwrap();
@@ -121,5 +127,40 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     .await
     .unwrap();
     admin.close().await;
+}
+
+/// A sender's SOP Instance UID that is no UID (a letter in it) is still stored, and its spool
+/// file reads back: the meta group, which the parser checks, carries a UID derived from it,
+/// while the dataset and the index keep the value as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_uid_is_no_uid_is_kept_readable() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use ingest_support::scu::{self, Scu};
+    let scp = TestScp::start().await;
+    let mut files = common::dicom_files(&shared_dicom().join("ge-t1-mprage"));
+    files.sort();
+    let odd = scu::instance_edited(&files[0], |obj| {
+        let uid = PrimitiveValue::from("1.2.826.0.1.3680043.9.7133.A7");
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, uid));
+    });
+    let mut sender = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    assert_eq!(sender.store(&odd, 1, 1).await.status, 0x0000);
+    sender.assoc.release().await.unwrap();
+    let want = rows(&scp.db).await;
+    assert_eq!(want[0].0, "1.2.826.0.1.3680043.9.7133.A7");
+
+    let file = dicom_object::open_file(&scp.spool_files()[0]).expect("the spool file reads back");
+    assert!(
+        file.meta()
+            .media_storage_sop_instance_uid()
+            .starts_with("2.25.")
+    );
+    let (fresh, url) = Db::connect_for_test().await.unwrap();
+    let (code, log) = reindex(scp.spool.root(), &url).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(rows(&fresh).await, want);
+    fresh.close().await;
+    drop_database(&url).await;
     scp.stop().await;
 }

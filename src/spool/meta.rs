@@ -60,18 +60,33 @@ fn short(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8]) {
 }
 
 /// A UID value: trailing NULs and spaces from the wire removed, padded to even length with NUL.
+///
+/// A value that is not a UID (characters other than digits and dots, or longer than 64) is
+/// replaced by a UID derived from it, `2.25.` and 128 bits of its SHA-256: the parser that
+/// reads spool files back (`brainaged reindex`, the converter) refuses a meta group with such a
+/// value, and an acknowledged instance whose file cannot be read back is as good as lost. The
+/// dataset after the meta group keeps the value as sent, and the index records that one.
 fn uid(value: &str) -> Vec<u8> {
-    let mut v = value
-        .trim_end_matches(['\0', ' '])
-        .as_bytes()
-        .iter()
-        .take(64)
-        .copied()
-        .collect::<Vec<u8>>();
+    let trimmed = value.trim_end_matches(['\0', ' ']);
+    let valid = trimmed.len() <= 64 && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let mut v = match valid {
+        true => trimmed.as_bytes().to_vec(),
+        false => derived_uid(trimmed).into_bytes(),
+    };
     if v.len() % 2 == 1 {
         v.push(0);
     }
     v
+}
+
+/// A UID under the `2.25` arc (PS3.5 §B.2) that stands for `text`: the same text always gives
+/// the same UID, so a resent instance gets the same meta group.
+fn derived_uid(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    format!("2.25.{}", u128::from_be_bytes(first))
 }
 
 /// A short text value, capped and padded to even length with a space.
@@ -91,6 +106,28 @@ fn text(value: &str, max: usize) -> Vec<u8> {
 mod tests {
     use super::*;
     use dicom_object::meta::FileMetaTable;
+
+    #[test]
+    fn a_value_that_is_no_uid_still_reads_back() {
+        let encode_with = |sop_instance_uid: &str| {
+            let bytes = encode(&MetaFields {
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.4",
+                sop_instance_uid,
+                transfer_syntax: "1.2.840.10008.1.2.1",
+                source_ae: "STORESCU",
+            });
+            let meta = FileMetaTable::from_reader(&bytes[128..]).unwrap();
+            meta.media_storage_sop_instance_uid().to_string()
+        };
+        let odd = encode_with("1.3.12.2.1107.5.2.43.6\u{ff}\u{1a}4100");
+        assert!(odd.starts_with("2.25.") && odd.len() <= 64, "{odd}");
+        assert!(odd[5..].bytes().all(|b| b.is_ascii_digit()), "{odd}");
+        assert_eq!(odd, encode_with("1.3.12.2.1107.5.2.43.6\u{ff}\u{1a}4100"));
+        assert_ne!(odd, encode_with("1.3.12.2.1107.5.2.43.6\u{ff}\u{1a}4101"));
+        let long = "1.2.".repeat(20) + "1";
+        assert!(encode_with(&long).starts_with("2.25."));
+        assert_eq!(encode_with("1.2.3.4"), "1.2.3.4");
+    }
 
     #[test]
     fn meta_group_reads_back_with_dicom_object() {

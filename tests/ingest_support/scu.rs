@@ -49,6 +49,32 @@ pub fn instance_from(path: &std::path::Path) -> Instance {
     }
 }
 
+/// The instance in the part-10 file `path` with `edit` applied to its dataset, re-encoded in
+/// explicit VR little endian; the UIDs are read after the edit.
+pub fn instance_edited(
+    path: &std::path::Path,
+    edit: impl FnOnce(&mut InMemDicomObject),
+) -> Instance {
+    let mut obj = dicom_object::open_file(path).unwrap().into_inner();
+    edit(&mut obj);
+    let mut dataset = Vec::new();
+    obj.write_dataset_with_ts(&mut dataset, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    let uid = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    Instance {
+        dataset,
+        sop_class: uid(tags::SOP_CLASS_UID),
+        sop_instance: uid(tags::SOP_INSTANCE_UID),
+    }
+}
+
 /// An established association with one MR context (explicit VR LE).
 pub struct Scu {
     pub assoc: AsyncClientAssociation<TcpStream>,
