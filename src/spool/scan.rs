@@ -64,9 +64,11 @@ pub struct Value<'a> {
 }
 
 impl<'a> Scanned<'a> {
-    /// The value of `tag`, if it was present at the top level.
+    /// The value of `tag`, if it was present at the top level; the last one when a malformed
+    /// dataset has it twice, as the full parser keeps the last (found by fuzzing: with the
+    /// first, the receiver and `brainaged reindex` indexed different study dates).
     pub fn value(&self, tag: Tag) -> Option<&Value<'a>> {
-        self.values.iter().find(|v| v.tag == tag)
+        self.values.iter().rev().find(|v| v.tag == tag)
     }
 
     /// The raw bytes of `tag`, if it was present at the top level.
@@ -393,6 +395,21 @@ mod tests {
         // The name inside the sequence is not the patient's.
         assert_eq!(s.get(NAME), Some(&b"Outer^Name"[..]));
         assert_eq!(s.values.len(), 2);
+    }
+
+    #[test]
+    fn a_tag_given_twice_reads_as_its_last_value() {
+        let mut d = short(NAME, b"PN", b"First^Name");
+        d.extend(short(UID, b"UI", b"1.2\0"));
+        d.extend(short(NAME, b"PN", b"Last^Name "));
+        let s = scan(&d, Encoding::ExplicitVrLittleEndian, &[NAME]).unwrap();
+        assert_eq!(s.get(NAME), Some(&b"Last^Name "[..]));
+        let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(
+            &d[..],
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        assert_eq!(parsed.element(NAME).unwrap().to_str().unwrap(), "Last^Name");
     }
 
     #[test]
