@@ -106,7 +106,8 @@ async fn run<I: InstanceIndex>(
             _ => None,
         })
         .unwrap_or(DEFAULT_MAX_PDU);
-    wire::write_pdu(&mut wr, &accept(svc, &rq, &negotiated)).await?;
+    let ac = acceptance(&rq, &negotiated, svc.cfg.max_pdu_length);
+    wire::write_pdu(&mut wr, &ac).await?;
     info!(
         contexts_accepted = negotiated.iter().filter(|n| n.accepted()).count(),
         contexts_proposed = negotiated.len(),
@@ -165,7 +166,7 @@ fn refusal<I>(
 }
 
 /// The A-ASSOCIATE-AC: every proposed context answered, our maximum PDU and implementation.
-fn accept<I>(svc: &Service<I>, rq: &AssociationRQ, negotiated: &[Negotiated]) -> Pdu {
+pub(super) fn acceptance(rq: &AssociationRQ, negotiated: &[Negotiated], max_pdu: u32) -> Pdu {
     Pdu::AssociationAC(AssociationAC {
         protocol_version: 1,
         calling_ae_title: rq.calling_ae_title.clone(),
@@ -180,7 +181,7 @@ fn accept<I>(svc: &Service<I>, rq: &AssociationRQ, negotiated: &[Negotiated]) ->
             })
             .collect(),
         user_variables: vec![
-            UserVariableItem::MaxLength(svc.cfg.max_pdu_length),
+            UserVariableItem::MaxLength(max_pdu),
             UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),
             UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_string()),
         ],

@@ -8,6 +8,9 @@ mod association;
 mod command;
 pub mod contexts;
 mod echo;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz;
 mod group_commit;
 mod index;
 mod listener;

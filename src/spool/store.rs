@@ -33,6 +33,14 @@ pub struct Planned {
     header: Vec<u8>,
 }
 
+#[cfg(fuzzing)]
+impl Planned {
+    /// The file meta group, preamble included, for the fuzz targets' checks.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+}
+
 /// Where an instance now lives.
 #[derive(Debug, Clone)]
 pub struct Stored {
