@@ -8,22 +8,21 @@ they are written outside the repository (fuzz/corpus is ignored) and never commi
 
 import hashlib
 import pathlib
+import re
 import struct
 import sys
 
-# The order of SYNTAXES in src/scp/fuzz.rs: a seed's first byte picks its transfer syntax.
-SYNTAXES = [
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.5",
-    "1.2.840.10008.1.2.2",
-]
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def syntaxes():
+    """The transfer syntaxes of src/scp/fuzz.rs, in its order: a seed's first byte picks one."""
+    source = (HERE.parent / "src" / "scp" / "fuzz.rs").read_text()
+    table = source[source.index("const SYNTAXES") :]
+    return re.findall(r'"([0-9.]+)"', table[: table.index("];")])
+
+
+SYNTAXES = syntaxes()
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 MAX_SEED = 1 << 20
 

@@ -294,53 +294,73 @@ async fn a_dataset_over_the_limit_is_refused_and_the_association_goes_on() {
     scp.stop().await;
 }
 
+/// The UIDs of `inst`, as its command announces them, followed by `elements` (explicit VR
+/// little endian, as written): a dataset that gets past the check of its UIDs.
+fn announced_then(inst: &Instance, elements: &[&[u8]]) -> Instance {
+    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
+    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
+    dataset.extend(elements.concat());
+    Instance {
+        dataset,
+        sop_class: inst.sop_class.clone(),
+        sop_instance: inst.sop_instance.clone(),
+    }
+}
+
+/// An explicit VR little endian element header with a 4-byte length.
+fn long_header(group: u16, element: u16, vr: &[u8; 2], len: u32) -> Vec<u8> {
+    let mut out = group.to_le_bytes().to_vec();
+    out.extend_from_slice(&element.to_le_bytes());
+    out.extend_from_slice(vr);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_length_past_the_end_is_refused_without_allocating_it() {
     let scp = TestScp::start().await;
     let inst = small_mr_instance();
-    // The UIDs the command announces, then an element that announces 4 GiB and brings 8 bytes:
-    // UT, whose value the full parser would allocate and zero-fill before finding the bytes
-    // missing.
-    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
-    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
-    dataset.extend_from_slice(&[0x08, 0x00, 0x00, 0x41, b'U', b'T', 0, 0]);
-    dataset.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-    dataset.extend_from_slice(b"12345678");
-    let hostile = Instance {
-        dataset,
-        sop_class: inst.sop_class.clone(),
-        sop_instance: inst.sop_instance.clone(),
-    };
+    let hostile = [
+        // An element that announces 4 GiB and brings 8 bytes: UT, whose value the full parser
+        // would allocate and zero-fill before finding the bytes missing.
+        announced_then(
+            &inst,
+            &[
+                &long_header(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
+                b"12345678",
+            ],
+        ),
+        // The same with a VR nobody knows, which the parser reads as UN, with a 4-byte length.
+        announced_then(
+            &inst,
+            &[
+                &long_header(0xFB05, 0x4107, b"ZZ", 0xD9FF_0006),
+                b"12345678",
+            ],
+        ),
+        // An unknown VR whose value fits, so the scan stops there and hands the dataset to
+        // the full parser, which reads on as UN and meets the 4 GiB length after it.
+        announced_then(
+            &inst,
+            &[
+                &long_header(0x0009, 0x0010, b"ZZ", 4),
+                b"abcd",
+                &long_header(0x0010, 0x4000, b"UT", 0xFFFF_FFF0),
+                b"12345678",
+            ],
+        ),
+    ];
     let before = peak_rss();
     let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
-    let rsp = scu.store(&hostile, 1, 1).await;
-    assert_eq!((rsp.responding_to, rsp.status), (1, 0xC000), "{rsp:?}");
-    // The same with a VR nobody knows, which the parser reads as UN, with a 4-byte length.
-    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
-    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
-    dataset.extend_from_slice(&[0x05, 0xFB, 0x07, 0x41, b'Z', b'Z', 0, 0]);
-    dataset.extend_from_slice(&0xD9FF_0006u32.to_le_bytes());
-    dataset.extend_from_slice(b"12345678");
-    let unknown = Instance { dataset, ..hostile };
-    let rsp = scu.store(&unknown, 3, 1).await;
-    assert_eq!((rsp.responding_to, rsp.status), (3, 0xC000), "{rsp:?}");
-    // An unknown VR whose value fits, so the scan stops there and hands the dataset to the
-    // full parser, which reads on as UN and meets the 4 GiB length after it.
-    let mut dataset = short_element(0x0008, 0x0016, b"UI", &inst.sop_class);
-    dataset.extend(short_element(0x0008, 0x0018, b"UI", &inst.sop_instance));
-    dataset.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0, 0]);
-    dataset.extend_from_slice(&4u32.to_le_bytes());
-    dataset.extend_from_slice(b"abcd");
-    dataset.extend_from_slice(&[0x10, 0x00, 0x00, 0x40, b'U', b'T', 0, 0]);
-    dataset.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-    dataset.extend_from_slice(b"12345678");
-    let beyond = Instance { dataset, ..unknown };
-    let rsp = scu.store(&beyond, 4, 1).await;
-    assert_eq!((rsp.responding_to, rsp.status), (4, 0xC000), "{rsp:?}");
+    for (id, dataset) in (1..).zip(&hostile) {
+        let rsp = scu.store(dataset, id, 1).await;
+        assert_eq!((rsp.responding_to, rsp.status), (id, 0xC000), "{rsp:?}");
+    }
     let grown = peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
-    let rsp = scu.store(&inst, 2, 1).await;
-    assert_eq!((rsp.responding_to, rsp.status), (2, 0x0000), "{rsp:?}");
+    let rsp = scu.store(&inst, 9, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (9, 0x0000), "{rsp:?}");
     scu.assoc.release().await.unwrap();
     assert_eq!(scp.instance_count().await, 1);
     scp.stop().await;
