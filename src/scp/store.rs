@@ -366,7 +366,8 @@ pub(super) fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Fai
 ///
 /// The scan refuses such lengths where it can follow the structure, but where it stops (a VR
 /// it does not know, a malformed sequence) the parser reads on with its own interpretation, and
-/// fuzzing found 300–800 KB datasets past such a point that made it allocate and zero 1–4 GiB.
+/// fuzzing found 300–800 KB datasets past such a point that made it allocate and zero up to
+/// 4.2 GB (0.1–7 s each).
 /// So the parser's own tokens are read first, and each length is checked in the moment
 /// between its header and the read of its value: no value is then allocated larger than the
 /// dataset that was received.
