@@ -1,7 +1,7 @@
 //! Bad input gets a clear per-series error and never a panic; good series beside it still
 //! convert. Inputs are real files from ../shared copied into a temporary folder and damaged
 //! there: a truncated file, a slice missing in the middle, one slice with another orientation,
-//! and folders holding only non-image objects or garbage.
+//! a length far past the end of its file, and folders holding only non-image objects or garbage.
 
 mod common;
 
@@ -170,6 +170,67 @@ fn a_slice_with_another_orientation_is_split_off_and_reported() {
             assert_eq!(v.volume.data.shape()[2], 1);
         }
     }
+}
+
+/// The test process's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// `file` (explicit VR little endian) with an element that announces 4 GiB and brings 8 bytes
+/// inserted before its Pixel Data: dicom-rs allocates and fills what a length announces before
+/// it reads the value.
+fn insert_long_value(file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    let at = bytes
+        .windows(6)
+        .rposition(|w| w == b"\xe0\x7f\x10\x00OW" || w == b"\xe0\x7f\x10\x00OB")
+        .expect("explicit VR pixel data");
+    let mut hostile = bytes[..at].to_vec();
+    hostile.extend_from_slice(&[0x08, 0x00, 0x00, 0x41]); // (0008,4100), a UT
+    hostile.extend_from_slice(b"UT\0\0");
+    hostile.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    hostile.extend_from_slice(b"12345678");
+    hostile.extend_from_slice(&bytes[at..]);
+    std::fs::write(file, hostile).unwrap();
+}
+
+#[test]
+fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = common::shared_dir().join("dicom");
+    common::copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
+    common::copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
+    let victim = file_with_instance(&tmp.path().join("r2"), 5);
+    insert_long_value(&victim);
+
+    let before = peak_rss();
+    let results = run(&all_files(tmp.path()));
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains(&name)
+            && e.contains("not readable as DICOM")
+            && e.contains("a value of 4294967280 bytes")),
+        "{errors:?}"
+    );
+    let intact = series_shape(&tmp.path().join("r3"));
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .any(|ok| ok.volumes[0].volume.data.shape() == &intact[..]),
+        "the intact series converts"
+    );
 }
 
 #[test]

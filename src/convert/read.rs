@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use rayon::prelude::*;
 
 use super::attrs::{self, Object};
 use super::frame::Frame;
 use super::{classic, enhanced, meta, mosaic};
+use crate::dataset_bounds;
 
 /// Why one file could not be turned into frames.
 #[derive(Debug, thiserror::Error)]
@@ -97,15 +99,12 @@ pub fn read_file(path: &Path) -> FileOutcome {
     if !has_dicom_magic(path) {
         return FileOutcome::Skipped;
     }
-    let file = match OpenFileOptions::new().open_file(path) {
+    let file = match opened(path) {
         Ok(f) => f,
-        Err(e) => {
+        Err((error, header_readable)) => {
             return FileOutcome::Failed {
-                series: series_of_damaged(path),
-                error: ReadError::Parse {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                },
+                series: header_readable.then(|| series_of_damaged(path)).flatten(),
+                error,
             };
         }
     };
@@ -133,6 +132,24 @@ pub fn read_file(path: &Path) -> FileOutcome {
         }
         Err(error) => FileOutcome::Failed { series, error },
     }
+}
+
+/// Reads the whole file and parses it, once its lengths are known to fit in it
+/// ([`dataset_bounds::check_file`]: a corrupt length would otherwise make the parser allocate
+/// up to 4 GiB before it fails). On failure, also whether the header before the pixel data can
+/// still be read safely, to name the series that failed.
+fn opened(path: &Path) -> Result<DefaultDicomObject, (ReadError, bool)> {
+    let parse_error = |reason: String| ReadError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| (parse_error(e.to_string()), false))?;
+    dataset_bounds::check_file(&bytes)
+        .map_err(|past| (parse_error(past.to_string()), past.in_pixel_data))?;
+    OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(bytes.get(128..).unwrap_or_default())
+        .map_err(|e| (parse_error(e.to_string()), true))
 }
 
 /// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose

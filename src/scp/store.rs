@@ -19,6 +19,7 @@ use super::command::{Request, status};
 use super::index::{IndexError, InstanceIndex};
 use super::listener::Service;
 use super::recover;
+use crate::dataset_bounds;
 use crate::db::instances::{IndexedFile, InstanceRecord};
 use crate::spool::record;
 use crate::spool::scan;
@@ -331,10 +332,10 @@ pub(super) fn scanned(ts_uid: &str, dataset: &[u8]) -> Result<Option<InstanceRec
 }
 
 /// One full parse at a time, across associations. The parser allocates each value's announced
-/// length before it reads the value, so a crafted dataset that the scan cannot follow (and
-/// refuse) far enough may still make it allocate up to 4 GiB; parsing one at a time bounds what
-/// peers together can make the daemon hold. Real datasets rarely get here (a structure the scan
-/// does not know), and each takes milliseconds.
+/// length before it reads the value; after [`dataset_bounds::check_dataset`] no length exceeds
+/// the dataset, but a parse may still hold several times its dataset's size, and parsing one
+/// at a time bounds what peers together can make the daemon hold. Real datasets rarely get here
+/// (a structure the scan does not know), and each takes milliseconds.
 static FULL_PARSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The attributes the index needs, read by the full parser, which decides whether the dataset
@@ -349,7 +350,13 @@ pub(super) fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Fai
             format!("unknown transfer syntax {ts_uid}"),
         )
     })?;
-    lengths_within(dataset, ts)?;
+    // Before the parser allocates what a corrupt length announces (see `dataset_bounds`).
+    dataset_bounds::check_dataset(dataset, ts).map_err(|past| {
+        Failure::new(
+            status::CANNOT_UNDERSTAND,
+            format!("unparseable dataset: {past}"),
+        )
+    })?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| {
         Failure::new(
             status::CANNOT_UNDERSTAND,
@@ -359,39 +366,6 @@ pub(super) fn parsed(ts_uid: &str, dataset: &[u8]) -> Result<InstanceRecord, Fai
     let mut rec = InstanceRecord::default();
     record::describe(&obj, &mut rec);
     Ok(rec)
-}
-
-/// Refuses (C000) a dataset in which the full parser would meet a value or item longer than the
-/// whole dataset, before the parser allocates it.
-///
-/// The scan refuses such lengths where it can follow the structure, but where it stops (a VR
-/// it does not know, a malformed sequence) the parser reads on with its own interpretation, and
-/// fuzzing found 300–800 KB datasets past such a point that made it allocate and zero up to
-/// 4.2 GB (0.1–7 s each).
-/// So the parser's own tokens are read first, and each length is checked in the moment
-/// between its header and the read of its value: no value is then allocated larger than the
-/// dataset that was received.
-fn lengths_within(dataset: &[u8], ts: &dicom_encoding::TransferSyntax) -> Result<(), Failure> {
-    use dicom_parser::dataset::DataToken;
-    let Ok(tokens) = dicom_parser::DataSetReader::new_with_ts(dataset, ts) else {
-        return Ok(()); // the parse that follows reports it
-    };
-    for token in tokens {
-        let len = match token {
-            Ok(DataToken::ElementHeader(header)) => header.len,
-            Ok(DataToken::ItemStart { len }) => len,
-            Ok(_) => continue,
-            Err(_) => return Ok(()),
-        };
-        if let Some(n) = len.get().filter(|&n| n as usize > dataset.len()) {
-            let total = dataset.len();
-            return Err(Failure::new(
-                status::CANNOT_UNDERSTAND,
-                format!("unparseable dataset: a value of {n} bytes in a dataset of {total}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The dataset must be the instance the command announced, with the UIDs the spool needs.
