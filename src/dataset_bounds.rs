@@ -15,7 +15,6 @@ use dicom_encoding::TransferSyntax;
 use dicom_encoding::transfer_syntax::{Codec, TransferSyntaxIndex};
 use dicom_parser::DataSetReader;
 use dicom_parser::dataset::DataToken;
-use dicom_parser::dataset::read::{DataSetReaderOptions, ValueReadStrategy};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 /// A value, item or file meta element announcing more bytes than its input holds.
@@ -33,9 +32,10 @@ pub struct PastTheEnd {
 /// the whole dataset. A dataset the parser cannot tokenise at all passes; the parse that follows
 /// reports what is wrong with it.
 pub fn check_dataset(dataset: &[u8], ts: &TransferSyntax) -> Result<(), PastTheEnd> {
-    // Raw values: the structure is read as the full parser reads it, the values left undecoded.
-    let options = DataSetReaderOptions::default().value_read(ValueReadStrategy::Raw);
-    let Ok(tokens) = DataSetReader::new_with_ts_options(dataset, ts, options) else {
+    // The parser's own reader with the parser's own options: values are read exactly as the
+    // parse will read them. (Reading them raw is cheaper but not the same: an odd length of a
+    // 16-bit VR is read one byte short when decoded, and the two readers then part ways.)
+    let Ok(tokens) = DataSetReader::new_with_ts(dataset, ts) else {
         return Ok(());
     };
     // One entry per open sequence: whether it is the top-level encapsulated Pixel Data.
@@ -94,9 +94,10 @@ pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
     check_dataset(&bytes[start..], ts)
 }
 
-/// Walks the file meta group (always explicit VR little endian) from byte 132: where the dataset
-/// starts, and the transfer syntax UID when the group names one.
-fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
+/// Walks the file meta group of a part-10 file's bytes (always explicit VR little endian, from
+/// byte 132, after the preamble and "DICM"): where the dataset starts, and the transfer syntax
+/// UID when the group names one. Every meta element must fit in the file.
+pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
     let mut at = 132;
     let mut ts = None;
     while let Some(head) = bytes.get(at..at + 8) {
@@ -188,6 +189,25 @@ mod tests {
         assert_eq!(check_dataset(&dataset, ts), Err(past.clone()));
         let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
         assert_eq!(check_file(&file(&meta, &dataset)), Err(past));
+    }
+
+    /// A 16-bit value of odd length is read one byte short when decoded, so the bytes after it
+    /// are read from one byte earlier than a raw read of the same value would: here a header
+    /// announcing 4 GiB for the decoding reader, an item and then garbage for a raw one.
+    #[test]
+    fn values_are_read_as_the_parser_reads_them() {
+        let dataset = [
+            short(0x0008, 0x0060, b"CS", b"MR"),
+            short(0x0019, 0x1001, b"US", &[0x01, 0x00, 0xFF]),
+            vec![
+                0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xF0,
+            ],
+            b"12345678".to_vec(),
+        ]
+        .concat();
+        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+        let err = check_dataset(&dataset, ts).unwrap_err();
+        assert_eq!(err.announced, 0xF000_00FF);
     }
 
     #[test]
