@@ -11,6 +11,8 @@
 #   pdu_stream            a TCP stream of PDUs: A-ASSOCIATE-RQ negotiation, P-DATA-TF framing
 #   spool_file_converted  a part-10 file whose dataset the receiver accepts, converted and
 #                         written as the job worker does
+#   convert_file          any file with the part-10 magic, converted as `brainaged convert`
+#                         reads a folder
 # Seeds come from the shared real series (BRAINAGED_SHARED, default ../shared) into
 # fuzz/corpus/ (ignored); findings go to fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -18,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 secs=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(c_store_dataset command_set pdu_stream spool_file_converted)
+[ ${#targets[@]} -gt 0 ] || targets=(c_store_dataset command_set pdu_stream spool_file_converted convert_file)
 shared=${BRAINAGED_SHARED:-$here/../../shared}
 
 export SQLX_OFFLINE=true

@@ -119,6 +119,7 @@ def main():
                 continue
             ts, dataset = got
             write(out, "spool_file_converted", path.read_bytes())
+            write(out, "convert_file", path.read_bytes())
             if ts in SYNTAXES and len(dataset) <= MAX_SEED:
                 write(out, "c_store_dataset", bytes([SYNTAXES.index(ts)]) + dataset)
     command = c_store_command("1.2.3.4.5")

@@ -6,7 +6,8 @@
 //! accepted, that the file the spool would write is a readable part-10 file naming the same
 //! instance, under the spool root. The scan and the full parser are also run side by side on
 //! every dataset the scan reads: the index must not depend on which of them read it. What the
-//! receiver accepts then goes on to the converter, as the job worker runs it.
+//! receiver accepts then goes on to the converter, as the job worker runs it; so does any file,
+//! as `brainaged convert` reads a folder.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ use super::store;
 use super::wire;
 use crate::config::DicomConfig;
 use crate::convert::{ConvertOptions, convert_paths, output};
+use crate::dataset_bounds;
 use crate::db::instances::InstanceRecord;
 use crate::spool::Spool;
 
@@ -146,21 +148,32 @@ fn spool() -> &'static Spool {
 
 /// A part-10 file as a peer could have had it stored: when the receiver would accept its
 /// dataset, it is converted as a one-file series and its volumes written, as the job worker
-/// does. Every volume must be 3-D or 4-D, with a finite affine and one b-value and b-vector
-/// per volume.
+/// does.
 pub fn spool_file_converted(input: &[u8]) {
-    let Some(dataset_at) = part10_dataset_start(input) else {
-        return;
-    };
-    // Read by hand: dicom-object's meta reader allocates whatever length it is told, and this
-    // harness must not measure itself.
-    let Some(ts) = meta_transfer_syntax(&input[144..dataset_at]) else {
-        return;
-    };
-    let dataset = &input[dataset_at..];
-    if store::described_slowly(ts, dataset, false, MAX_INFLATED).is_err() {
+    if input.get(128..132) != Some(b"DICM".as_slice()) {
         return;
     }
+    let Ok((dataset_at, Some(ts))) = dataset_bounds::meta_group(input) else {
+        return;
+    };
+    if store::described_slowly(&ts, &input[dataset_at..], false, MAX_INFLATED).is_err() {
+        return;
+    }
+    converted_volumes_hold(input);
+}
+
+/// Any file with the part-10 magic, as `brainaged convert` meets it in a folder: converted and
+/// its volumes written. Where the receiver's checks bound the spool's files, the converter's
+/// own ([`dataset_bounds::check_file`] among them) are all that stand here.
+pub fn convert_file(input: &[u8]) {
+    if input.get(128..132) == Some(b"DICM".as_slice()) {
+        converted_volumes_hold(input);
+    }
+}
+
+/// Converts `input` as a one-file series and writes its volumes. Every volume must be 3-D or
+/// 4-D, with a finite affine and one b-value and b-vector per volume.
+fn converted_volumes_hold(input: &[u8]) {
     let dir = scratch();
     let path = dir.join("input.dcm");
     std::fs::write(&path, input).expect("scratch file");
@@ -178,40 +191,6 @@ pub fn spool_file_converted(input: &[u8]) {
             let _ = output::write(&dir.join("out"), &stem, &v.volume, v.class, v.image_only);
         }
     }
-}
-
-/// Where the dataset of a part-10 file starts: after the preamble, `DICM` and the meta group,
-/// whose length its first element gives.
-fn part10_dataset_start(input: &[u8]) -> Option<usize> {
-    if input.get(128..132)? != b"DICM" {
-        return None;
-    }
-    let group_length = u32::from_le_bytes(input.get(140..144)?.try_into().ok()?);
-    let start = 144usize.checked_add(group_length as usize)?;
-    (start <= input.len()).then_some(start)
-}
-
-/// The transfer syntax UID in a meta group's elements (explicit VR little endian).
-fn meta_transfer_syntax(mut group: &[u8]) -> Option<&str> {
-    while group.len() >= 8 {
-        let element = u16::from_le_bytes([group[2], group[3]]);
-        let long = matches!(&group[4..6], b"OB" | b"OW" | b"UN" | b"SQ" | b"UT");
-        let (len, header): (usize, usize) = match long {
-            true => (
-                u32::from_le_bytes(group.get(8..12)?.try_into().ok()?) as usize,
-                12,
-            ),
-            false => (u16::from_le_bytes([group[6], group[7]]) as usize, 8),
-        };
-        let value = group.get(header..header.checked_add(len)?)?;
-        if element == 0x0010 {
-            return std::str::from_utf8(value)
-                .ok()
-                .map(|t| t.trim_end_matches(['\0', ' ']));
-        }
-        group = &group[header + len..];
-    }
-    None
 }
 
 /// A per-process directory on tmpfs where there is one: every run writes a file.
