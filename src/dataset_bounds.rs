@@ -94,40 +94,88 @@ pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
     check_dataset(&bytes[start..], ts)
 }
 
-/// Walks the file meta group of a part-10 file's bytes (always explicit VR little endian, from
-/// byte 132, after the preamble and "DICM"): where the dataset starts, and the transfer syntax
-/// UID when the group names one. Every meta element must fit in the file.
+/// Walks the file meta group of a part-10 file's bytes (explicit VR little endian, from byte
+/// 132, after the preamble and "DICM") as dicom-object reads it: a group length element, then
+/// elements of any group until that many bytes are read. Returns where the dataset starts and
+/// the transfer syntax UID when the group names one. Every element must fit in the file.
+///
+/// The group length, not the group number, ends the walk because it ends dicom-object's: a
+/// fuzzed file whose second element was of group 1 had the rest of its meta group, and a
+/// dataset of another transfer syntax, read by the parser past where a walk by group stopped.
 pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
-    let mut at = 132;
-    let mut ts = None;
-    while let Some(head) = bytes.get(at..at + 8) {
-        if u16::from_le_bytes([head[0], head[1]]) != 0x0002 {
-            break;
-        }
-        let element = u16::from_le_bytes([head[2], head[3]]);
-        let (header, len) = match &head[4..6] {
-            b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"UT" | b"UN" | b"UC"
-            | b"UR" | b"SV" | b"UV" => match bytes.get(at + 8..at + 12) {
-                Some(l) => (12, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize),
-                None => break,
-            },
-            _ => (8, usize::from(u16::from_le_bytes([head[6], head[7]]))),
+    let past = |announced: u64| PastTheEnd {
+        announced,
+        total: bytes.len(),
+        in_pixel_data: false,
+    };
+    let Some((0x0002, 0x0000, 8, 4)) = explicit_header(bytes, 132) else {
+        return Ok((132, None)); // the meta reader refuses it before reading a value
+    };
+    let group_length = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]);
+    let (mut at, mut read, mut ts) = (144usize, 0u32, None);
+    while read < group_length {
+        let Some((group, element, header, len)) = explicit_header(bytes, at) else {
+            return Ok((at, ts)); // the meta reader fails here too
         };
-        let end = at + header + len;
-        let Some(value) = bytes.get(at + header..end) else {
-            return Err(PastTheEnd {
-                announced: len as u64,
-                total: bytes.len(),
-                in_pixel_data: false,
-            });
-        };
-        if element == 0x0010 {
+        let value = bytes
+            .get(at + header..)
+            .and_then(|rest| rest.get(..len as usize))
+            .ok_or_else(|| past(len.into()))?;
+        if (group, element) == (0x0002, 0x0010) {
             let uid = String::from_utf8_lossy(value);
             ts = Some(uid.trim_end_matches(['\0', ' ']).to_string());
         }
-        at = end;
+        at += header + len as usize;
+        read = read.saturating_add(header as u32).saturating_add(len);
     }
     Ok((at, ts))
+}
+
+/// An explicit VR little endian element header at `at`, as dicom-rs decodes it: (group,
+/// element, header length, value length). Items and delimiters have no VR; a VR it does not
+/// know is read as UN, with a 4-byte length.
+fn explicit_header(bytes: &[u8], at: usize) -> Option<(u16, u16, usize, u32)> {
+    let b = bytes.get(at..at + 8)?;
+    let group = u16::from_le_bytes([b[0], b[1]]);
+    let element = u16::from_le_bytes([b[2], b[3]]);
+    let short = matches!(
+        &b[4..6],
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    );
+    if group == 0xFFFE {
+        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        return Some((group, element, 8, len));
+    }
+    if short {
+        return Some((group, element, 8, u16::from_le_bytes([b[6], b[7]]).into()));
+    }
+    let l = bytes.get(at + 8..at + 12)?;
+    Some((
+        group,
+        element,
+        12,
+        u32::from_le_bytes([l[0], l[1], l[2], l[3]]),
+    ))
 }
 
 #[cfg(test)]
@@ -152,8 +200,10 @@ mod tests {
         out
     }
 
+    /// Preamble, "DICM", the group length of `meta`, `meta`, `dataset`.
     fn file(meta: &[u8], dataset: &[u8]) -> Vec<u8> {
-        [&[0u8; 128][..], b"DICM", meta, dataset].concat()
+        let length = short(0x0002, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
+        [&[0u8; 128][..], b"DICM", &length, meta, dataset].concat()
     }
 
     const EXPLICIT_LE: &[u8] = b"1.2.840.10008.1.2.1\0";
@@ -220,6 +270,27 @@ mod tests {
         let bytes = file(&meta, b"");
         let err = check_file(&bytes).unwrap_err();
         assert_eq!(err.announced, 0x7FFF_0000);
+    }
+
+    /// dicom-object reads the meta group by its length, whatever the groups of its elements.
+    #[test]
+    fn the_meta_group_ends_where_its_length_says() {
+        let hostile = [
+            long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
+            b"12345678".to_vec(),
+        ]
+        .concat();
+        let meta = [
+            long(0x0001, 0x0001, b"OB", 2),
+            vec![0, 1],
+            short(0x0002, 0x0010, b"UI", EXPLICIT_LE),
+        ]
+        .concat();
+        let bytes = file(&meta, &hostile);
+        let (start, ts) = meta_group(&bytes).unwrap();
+        assert_eq!(start, bytes.len() - hostile.len());
+        assert_eq!(ts.as_deref(), Some("1.2.840.10008.1.2.1"));
+        assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
     }
 
     #[test]
