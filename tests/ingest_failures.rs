@@ -366,6 +366,27 @@ async fn a_length_past_the_end_is_refused_without_allocating_it() {
     scp.stop().await;
 }
 
+/// A 16-bit value of odd length: dicom-rs, which `reindex` and the converter read spool files
+/// with, reads it one byte short and everything after it from the wrong byte. Acknowledging it
+/// would keep a file that reads back as something else or not at all; it is refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_value_of_a_broken_length_is_never_acknowledged() {
+    let scp = TestScp::start().await;
+    let inst = small_mr_instance();
+    let odd_us = [0x19, 0x00, 0x01, 0x10, b'U', b'S', 3, 0, 1, 0, 0];
+    let study = short_element(0x0020, 0x000D, b"UI", "1.2.826.0.1.3680043.9.7.2");
+    let series = short_element(0x0020, 0x000E, b"UI", "1.2.826.0.1.3680043.9.7.3");
+    let broken = announced_then(&inst, &[&odd_us, &study, &series]);
+    let mut scu = Scu::connect(scp.addr, "TESTSCU", AE_TITLE).await;
+    let rsp = scu.store(&broken, 1, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (1, 0xC000), "{rsp:?}");
+    let rsp = scu.store(&inst, 2, 1).await;
+    assert_eq!((rsp.responding_to, rsp.status), (2, 0x0000), "{rsp:?}");
+    scu.assoc.release().await.unwrap();
+    assert_eq!(scp.instance_count().await, 1);
+    scp.stop().await;
+}
+
 /// An association proposing MR Image in deflated explicit VR little endian only.
 async fn deflate_scu(scp: &TestScp) -> Scu {
     let assoc = dicom_ul::ClientAssociationOptions::new()

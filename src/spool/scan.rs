@@ -189,8 +189,20 @@ impl<'a> Walker<'a, '_> {
             };
         }
         let end = self.end_of(h.len, limit)?;
-        if vr == Some(b"SQ") {
+        // The VR the full parser reads the value with: the header's, or in implicit VR the
+        // dictionary's, as dicom-rs resolves it. `reindex` and the converter read the file with
+        // that parser, so its reading is the one to check.
+        let parsed_vr = match vr {
+            Some(v) => v.try_into().unwrap_or([0; 2]),
+            None => implicit_vr(h.tag),
+        };
+        if &parsed_vr == b"SQ" {
             return self.items(end, Some(end), enc, depth);
+        }
+        if h.len as usize % unit_of(&parsed_vr) != 0 {
+            // The parser reads whole units only and the bytes after the value one unit short:
+            // the two readings part ways here, so the full parser is left to judge.
+            return self.fail("binary value whose length is not a whole number of its units");
         }
         if depth == 0 && self.wanted.contains(&h.tag) {
             self.found.values.push(Value {
@@ -309,6 +321,30 @@ impl<'a> Walker<'a, '_> {
     }
 }
 
+/// The VR dicom-rs gives an element in implicit VR: OW for pixel and overlay data, else the
+/// standard dictionary's (the first of several), UN for tags it does not know.
+fn implicit_vr(tag: Tag) -> [u8; 2] {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    if tag == PIXEL_DATA || (tag.group() >> 8 == 0x60 && tag.element() == 0x3000) {
+        return *b"OW";
+    }
+    let vr = dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .map(|entry| entry.vr().relaxed());
+    let name = vr.map_or("UN", |vr| vr.to_string());
+    name.as_bytes().try_into().unwrap_or(*b"UN")
+}
+
+/// The size of one value of a binary VR, whose values dicom-rs reads whole; 1 for the others.
+fn unit_of(vr: &[u8; 2]) -> usize {
+    match vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"UL" | b"SL" | b"FL" | b"OF" | b"OL" | b"AT" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +451,52 @@ mod tests {
         for cut in boundaries {
             assert!(scan(&d[..cut], Encoding::ExplicitVrLittleEndian, &[]).is_ok());
         }
+    }
+
+    /// Reads `d` as the converter and `reindex` do.
+    fn parses(d: &[u8], ts: &dicom_encoding::TransferSyntax) -> bool {
+        dicom_object::InMemDicomObject::read_dataset_with_ts(d, ts).is_ok()
+    }
+
+    #[test]
+    fn a_binary_value_of_a_broken_length_is_left_to_the_full_parser() {
+        use dicom_transfer_syntax_registry::entries::{
+            EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+        };
+        // The parser reads this US one byte short and the name after it from the wrong byte.
+        let mut d = short(Tag(0x0019, 0x1001), b"US", &[1, 0, 0]);
+        d.extend(short(NAME, b"PN", b"A^B "));
+        let explicit = EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        assert!(!parses(&d, &explicit));
+        let err = scan(&d, Encoding::ExplicitVrLittleEndian, &[NAME]).unwrap_err();
+        assert!(!err.past_end, "{err}");
+        // The same in implicit VR, where the dictionary gives Rows its VR (US).
+        let mut d = item(Tag(0x0028, 0x0010), 3, &[1, 0, 0]);
+        d.extend(item(NAME, 4, b"A^B "));
+        assert!(!parses(&d, &IMPLICIT_VR_LITTLE_ENDIAN.erased()));
+        assert!(scan(&d, Encoding::ImplicitVrLittleEndian, &[NAME]).is_err());
+        // A whole number of units reads in both.
+        let mut d = item(Tag(0x0028, 0x0010), 2, &[1, 0]);
+        d.extend(item(NAME, 4, b"A^B "));
+        assert!(parses(&d, &IMPLICIT_VR_LITTLE_ENDIAN.erased()));
+        assert!(scan(&d, Encoding::ImplicitVrLittleEndian, &[NAME]).is_ok());
+    }
+
+    /// In implicit VR a sequence of defined length is known by its tag alone; the parser reads
+    /// its items, so the scan checks them too.
+    #[test]
+    fn implicit_vr_sequences_of_defined_length_are_checked() {
+        let inner = item(NAME, 4, b"A^B ");
+        let good = item(ITEM, inner.len() as u32, &inner);
+        let d = item(Tag(0x0008, 0x1140), good.len() as u32, &good);
+        assert!(scan(&d, Encoding::ImplicitVrLittleEndian, &[]).is_ok());
+        // An item longer than its sequence.
+        let bad = item(ITEM, inner.len() as u32 + 4, &inner);
+        let d = item(Tag(0x0008, 0x1140), bad.len() as u32, &bad);
+        assert!(scan(&d, Encoding::ImplicitVrLittleEndian, &[]).is_err());
+        // A private tag the dictionary does not know stays an opaque value, as for the parser.
+        let d = item(Tag(0x0019, 0x1010), bad.len() as u32, &bad);
+        assert!(scan(&d, Encoding::ImplicitVrLittleEndian, &[]).is_ok());
     }
 
     #[test]
