@@ -199,7 +199,7 @@ impl<'a> Walker<'a, '_> {
         if &parsed_vr == b"SQ" {
             return self.items(end, Some(end), enc, depth);
         }
-        if h.len as usize % unit_of(&parsed_vr) != 0 {
+        if !(h.len as usize).is_multiple_of(unit_of(&parsed_vr)) {
             // The parser reads whole units only and the bytes after the value one unit short:
             // the two readings part ways here, so the full parser is left to judge.
             return self.fail("binary value whose length is not a whole number of its units");
