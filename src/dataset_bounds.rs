@@ -208,6 +208,17 @@ mod tests {
 
     const EXPLICIT_LE: &[u8] = b"1.2.840.10008.1.2.1\0";
 
+    /// `dataset` checked alone and as the dataset of a part-10 file, in explicit VR little
+    /// endian.
+    fn checked_both_ways(dataset: &[u8]) -> [Result<(), PastTheEnd>; 2] {
+        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+        let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
+        [
+            check_dataset(dataset, ts),
+            check_file(&file(&meta, dataset)),
+        ]
+    }
+
     #[test]
     fn lengths_that_fit_pass() {
         let dataset = [
@@ -216,10 +227,7 @@ mod tests {
             b"abcd".to_vec(),
         ]
         .concat();
-        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
-        assert_eq!(check_dataset(&dataset, ts), Ok(()));
-        let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
-        assert_eq!(check_file(&file(&meta, &dataset)), Ok(()));
+        assert_eq!(checked_both_ways(&dataset), [Ok(()), Ok(())]);
     }
 
     #[test]
@@ -230,15 +238,12 @@ mod tests {
             b"12345678".to_vec(),
         ]
         .concat();
-        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
         let past = PastTheEnd {
             announced: 0xFFFF_FFF0,
             total: dataset.len(),
             in_pixel_data: false,
         };
-        assert_eq!(check_dataset(&dataset, ts), Err(past.clone()));
-        let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
-        assert_eq!(check_file(&file(&meta, &dataset)), Err(past));
+        assert_eq!(checked_both_ways(&dataset), [Err(past.clone()), Err(past)]);
     }
 
     /// A 16-bit value of odd length is read one byte short when decoded, so the bytes after it

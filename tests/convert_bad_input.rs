@@ -54,13 +54,18 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     convert::read::scan_folder(dir).unwrap()
 }
 
+/// Two GE DWI series copied under `dir` (r2 and r3); returns the file of r2 to damage.
+fn two_series_and_a_victim(dir: &Path) -> PathBuf {
+    let root = common::shared_dir().join("dicom");
+    common::copy_folder(&root.join("ge-dwi-tensor-r2"), &dir.join("r2"));
+    common::copy_folder(&root.join("ge-dwi-tensor-r3"), &dir.join("r3"));
+    file_with_instance(&dir.join("r2"), 5)
+}
+
 #[test]
 fn truncated_file_fails_its_series_and_spares_the_other() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = common::shared_dir().join("dicom");
-    common::copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
-    common::copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
-    let victim = file_with_instance(&tmp.path().join("r2"), 5);
+    let victim = two_series_and_a_victim(tmp.path());
     let len = std::fs::metadata(&victim).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -201,10 +206,7 @@ fn insert_long_value(file: &Path) {
 #[test]
 fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = common::shared_dir().join("dicom");
-    common::copy_folder(&root.join("ge-dwi-tensor-r2"), &tmp.path().join("r2"));
-    common::copy_folder(&root.join("ge-dwi-tensor-r3"), &tmp.path().join("r3"));
-    let victim = file_with_instance(&tmp.path().join("r2"), 5);
+    let victim = two_series_and_a_victim(tmp.path());
     insert_long_value(&victim);
 
     let before = peak_rss();
