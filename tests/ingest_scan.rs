@@ -44,7 +44,7 @@ fn by_parser(obj: &InMemDicomObject) -> String {
 
 fn by_scan(dataset: &[u8], encoding: Encoding) -> Result<String, String> {
     let scanned = scan::scan(dataset, encoding, &record::DESCRIBED).map_err(|e| e.to_string())?;
-    let text = ScannedText::new(&scanned).ok_or("character set left to the parser")?;
+    let text = ScannedText::new(&scanned).ok_or("left to the parser")?;
     let mut rec = InstanceRecord::default();
     record::describe(&text, &mut rec);
     Ok(format!("{rec:?}"))
@@ -201,4 +201,34 @@ async fn both_description_paths_store_and_index_a_latin1_name_alike() {
         assert!(stored.ends_with(&inst.dataset));
     }
     scp.stop().await;
+}
+
+/// An attribute the index reads, sent with a binary VR: the parser decodes its values as
+/// numbers, so the scan leaves the dataset to the parser (found by fuzzing: the scan indexed
+/// the bytes of an ImageType sent as SS as text).
+#[test]
+fn an_attribute_sent_with_a_binary_vr_is_left_to_the_parser() {
+    let element = |group: u16, element: u16, vr: &[u8; 2], value: &[u8]| {
+        let mut out = [group.to_le_bytes(), element.to_le_bytes()].concat();
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    };
+    let dataset = [
+        element(0x0008, 0x0008, b"SS", b"OI6R"),
+        element(0x0008, 0x0018, b"UI", b"1.2.3.4\0"),
+    ]
+    .concat();
+    let ts = "1.2.840.10008.1.2.1";
+    let obj = parsed(&dataset, ts).expect("the parser reads it");
+    assert!(
+        by_parser(&obj).contains("image_type: Some(\"18767\\\\21046\")"),
+        "{}",
+        by_parser(&obj)
+    );
+    assert_eq!(
+        by_scan(&dataset, Encoding::ExplicitVrLittleEndian),
+        Err("left to the parser".to_string())
+    );
 }

@@ -63,8 +63,18 @@ pub struct ScannedText<'a> {
 
 impl<'a> ScannedText<'a> {
     /// `None` when the dataset declares a character set that only the full parser handles
-    /// (ISO 2022 code extensions, which switch sets within a value).
+    /// (ISO 2022 code extensions, which switch sets within a value), or sends an attribute we
+    /// read with a VR that is not text (ImageType as SS, say), which the parser decodes as
+    /// numbers: either way the full parser reads the dataset, so that the index does not
+    /// depend on which reader it came from.
     pub fn new(scanned: &'a Scanned<'a>) -> Option<Self> {
+        if scanned
+            .values
+            .iter()
+            .any(|v| v.vr.is_some_and(|vr| !is_text(&vr)))
+        {
+            return None;
+        }
         let declared = scanned
             .get(tags::SPECIFIC_CHARACTER_SET)
             .map(|raw| String::from_utf8_lossy(raw).into_owned())
@@ -77,6 +87,30 @@ impl<'a> ScannedText<'a> {
             SpecificCharacterSet::from_code(first.trim_matches(['\0', ' '])).unwrap_or_default();
         Some(Self { scanned, charset })
     }
+}
+
+/// The VRs whose values the parser keeps as text.
+fn is_text(vr: &[u8; 2]) -> bool {
+    matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"ST"
+            | b"TM"
+            | b"UC"
+            | b"UI"
+            | b"UR"
+            | b"UT"
+    )
 }
 
 impl Attributes for ScannedText<'_> {
