@@ -108,11 +108,15 @@ pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
         total: bytes.len(),
         in_pixel_data: false,
     };
-    let Some((0x0002, 0x0000, 8, 4)) = explicit_header(bytes, 132) else {
+    // The meta reader asks of the first element only its tag and a length of 4, whatever its VR.
+    let Some((0x0002, 0x0000, header, 4)) = explicit_header(bytes, 132) else {
         return Ok((132, None)); // the meta reader refuses it before reading a value
     };
-    let group_length = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]);
-    let (mut at, mut read, mut ts) = (144usize, 0u32, None);
+    let Some(&[a, b, c, d]) = bytes.get(132 + header..136 + header) else {
+        return Ok((132, None));
+    };
+    let group_length = u32::from_le_bytes([a, b, c, d]);
+    let (mut at, mut read, mut ts) = (136 + header, 0u32, None);
     while read < group_length {
         let Some((group, element, header, len)) = explicit_header(bytes, at) else {
             return Ok((at, ts)); // the meta reader fails here too
@@ -295,6 +299,23 @@ mod tests {
         let (start, ts) = meta_group(&bytes).unwrap();
         assert_eq!(start, bytes.len() - hostile.len());
         assert_eq!(ts.as_deref(), Some("1.2.840.10008.1.2.1"));
+        assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
+    }
+
+    /// The group length element is known by its tag and length alone, as dicom-object knows it.
+    #[test]
+    fn a_group_length_of_another_vr_is_followed() {
+        let hostile = [
+            long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
+            b"12345678".to_vec(),
+        ]
+        .concat();
+        let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
+        let length = [
+            long(0x0002, 0x0000, b"OB", 4),
+            (meta.len() as u32).to_le_bytes().to_vec(),
+        ];
+        let bytes = [&[0u8; 128][..], b"DICM", &length.concat(), &meta, &hostile].concat();
         assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
     }
 
