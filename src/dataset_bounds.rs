@@ -223,25 +223,25 @@ mod tests {
         ]
     }
 
+    /// A short element, then `header` and `value`.
+    fn mr_then(header: Vec<u8>, value: &[u8]) -> Vec<u8> {
+        [short(0x0008, 0x0060, b"CS", b"MR"), header, value.to_vec()].concat()
+    }
+
+    /// A dataset with a value that announces 4 GiB and brings 8 bytes.
+    fn hostile() -> Vec<u8> {
+        mr_then(long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0), b"12345678")
+    }
+
     #[test]
     fn lengths_that_fit_pass() {
-        let dataset = [
-            short(0x0008, 0x0060, b"CS", b"MR"),
-            long(0x0009, 0x1010, b"OB", 4),
-            b"abcd".to_vec(),
-        ]
-        .concat();
+        let dataset = mr_then(long(0x0009, 0x1010, b"OB", 4), b"abcd");
         assert_eq!(checked_both_ways(&dataset), [Ok(()), Ok(())]);
     }
 
     #[test]
     fn a_value_past_the_end_is_found_in_dataset_and_file() {
-        let dataset = [
-            short(0x0008, 0x0060, b"CS", b"MR"),
-            long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
-            b"12345678".to_vec(),
-        ]
-        .concat();
+        let dataset = hostile();
         let past = PastTheEnd {
             announced: 0xFFFF_FFF0,
             total: dataset.len(),
@@ -284,11 +284,7 @@ mod tests {
     /// dicom-object reads the meta group by its length, whatever the groups of its elements.
     #[test]
     fn the_meta_group_ends_where_its_length_says() {
-        let hostile = [
-            long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
-            b"12345678".to_vec(),
-        ]
-        .concat();
+        let hostile = hostile();
         let meta = [
             long(0x0001, 0x0001, b"OB", 2),
             vec![0, 1],
@@ -305,11 +301,7 @@ mod tests {
     /// The group length element is known by its tag and length alone, as dicom-object knows it.
     #[test]
     fn a_group_length_of_another_vr_is_followed() {
-        let hostile = [
-            long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0),
-            b"12345678".to_vec(),
-        ]
-        .concat();
+        let hostile = hostile();
         let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
         let length = [
             long(0x0002, 0x0000, b"OB", 4),
@@ -321,7 +313,7 @@ mod tests {
 
     #[test]
     fn what_it_cannot_judge_passes() {
-        let hostile = long(0x0008, 0x4100, b"UT", 0xFFFF_FFF0);
+        let hostile = hostile();
         // No preamble and magic.
         assert_eq!(check_file(&hostile), Ok(()));
         // A transfer syntax nobody knows.
