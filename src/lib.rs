@@ -4,8 +4,9 @@
 //!
 //! The modules follow the data, and each calls only the ones downstream of it:
 //! `scp` → `spool` → `tracker` → `convert` → `preprocess` → `infer` → `report` → `history`,
-//! with `db`, `config`, `telemetry`, `shutdown` and `dataset_bounds` beside them. One [`volume::Volume`] (voxels,
-//! affine, metadata) is the currency between `convert`, `preprocess` and `infer`.
+//! with `db`, `config`, `telemetry`, `shutdown` and `dataset_bounds` beside them. One
+//! [`volume::Volume`] (voxels, affine, metadata) is the currency between `convert`,
+//! `preprocess` and `infer`.
 
 pub mod config;
 pub mod convert;
