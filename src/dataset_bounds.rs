@@ -81,9 +81,6 @@ pub fn check_dataset(dataset: &[u8], ts: &TransferSyntax) -> Result<(), PastTheE
 /// Where the check cannot tell (no preamble, an unknown transfer syntax, a deflated dataset,
 /// whose inflated size the file does not bound) it passes, and the reader reports what it finds.
 pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
-    if bytes.get(128..132) != Some(b"DICM".as_slice()) {
-        return Ok(());
-    }
     let (start, ts_uid) = meta_group(bytes)?;
     let Some(ts) = ts_uid.and_then(|uid| TransferSyntaxRegistry.get(&uid)) else {
         return Ok(());
@@ -97,7 +94,8 @@ pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
 /// Walks the file meta group of a part-10 file's bytes (explicit VR little endian, from byte
 /// 132, after the preamble and "DICM") as dicom-object reads it: a group length element, then
 /// elements of any group until that many bytes are read. Returns where the dataset starts and
-/// the transfer syntax UID when the group names one. Every element must fit in the file.
+/// the transfer syntax UID when the group names one (none without the preamble and "DICM").
+/// Every element must fit in the file.
 ///
 /// The group length, not the group number, ends the walk because it ends dicom-object's: a
 /// fuzzed file whose second element was of group 1 had the rest of its meta group, and a
@@ -108,6 +106,9 @@ pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
         total: bytes.len(),
         in_pixel_data: false,
     };
+    if bytes.get(128..132) != Some(b"DICM".as_slice()) {
+        return Ok((0, None));
+    }
     // The meta reader asks of the first element only its tag and a length of 4, whatever its VR.
     let Some((0x0002, 0x0000, header, 4)) = explicit_header(bytes, 132) else {
         return Ok((132, None)); // the meta reader refuses it before reading a value

@@ -150,9 +150,6 @@ fn spool() -> &'static Spool {
 /// dataset, it is converted as a one-file series and its volumes written, as the job worker
 /// does.
 pub fn spool_file_converted(input: &[u8]) {
-    if input.get(128..132) != Some(b"DICM".as_slice()) {
-        return;
-    }
     let Ok((dataset_at, Some(ts))) = dataset_bounds::meta_group(input) else {
         return;
     };
