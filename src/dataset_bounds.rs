@@ -10,6 +10,11 @@
 //! Both the receiver (a dataset from a peer) and the converter (a part-10 file from a folder,
 //! or from the spool) call it, so it sits beside them rather than in either.
 
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntax;
 use dicom_encoding::transfer_syntax::{Codec, TransferSyntaxIndex};
@@ -22,7 +27,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 #[error("a value of {announced} bytes in a dataset of {total}")]
 pub struct PastTheEnd {
     pub announced: u64,
-    pub total: usize,
+    pub total: u64,
     /// The long value is the top-level Pixel Data (or one of its fragments), and every length
     /// before it fits: the header can be read up to the pixel data. A file cut short ends so.
     pub in_pixel_data: bool,
@@ -32,41 +37,62 @@ pub struct PastTheEnd {
 /// the whole dataset. A dataset the parser cannot tokenise at all passes; the parse that follows
 /// reports what is wrong with it.
 pub fn check_dataset(dataset: &[u8], ts: &TransferSyntax) -> Result<(), PastTheEnd> {
+    check_tokens(dataset, dataset.len() as u64, ts, Reach::Whole)
+}
+
+/// How much of a dataset a check reads: the parse that follows reads as much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Whole,
+    /// Up to the top-level Pixel Data element, as `OpenFileOptions::read_until` reads.
+    BeforePixelData,
+}
+
+/// The check itself, over any reader of the `total` bytes of a dataset in `ts`.
+fn check_tokens<R: Read>(
+    source: R,
+    total: u64,
+    ts: &TransferSyntax,
+    reach: Reach,
+) -> Result<(), PastTheEnd> {
     // The parser's own reader with the parser's own options: values are read exactly as the
     // parse will read them. (Reading them raw is cheaper but not the same: an odd length of a
     // 16-bit VR is read one byte short when decoded, and the two readers then part ways.)
-    let Ok(tokens) = DataSetReader::new_with_ts(dataset, ts) else {
+    let Ok(tokens) = DataSetReader::new_with_ts(source, ts) else {
         return Ok(());
     };
     // One entry per open sequence: whether it is the top-level encapsulated Pixel Data.
     let mut open: Vec<bool> = Vec::new();
     for token in tokens {
+        let Ok(token) = token else {
+            return Ok(());
+        };
+        let top = open.is_empty();
+        if reach == Reach::BeforePixelData && top && opened_tag(&token) >= Some(tags::PIXEL_DATA) {
+            return Ok(()); // where the parse stops
+        }
         // Each header's length is looked at before the next step reads its value.
         let (len, in_pixel_data) = match token {
-            Ok(DataToken::ElementHeader(header)) => (
-                header.len,
-                open.is_empty() && header.tag == tags::PIXEL_DATA,
-            ),
-            Ok(DataToken::ItemStart { len }) => (len, open == [true]),
-            Ok(DataToken::SequenceStart { .. }) => {
+            DataToken::ElementHeader(header) => (header.len, top && header.tag == tags::PIXEL_DATA),
+            DataToken::ItemStart { len } => (len, open == [true]),
+            DataToken::SequenceStart { .. } => {
                 open.push(false);
                 continue;
             }
-            Ok(DataToken::PixelSequenceStart) => {
-                open.push(open.is_empty());
+            DataToken::PixelSequenceStart => {
+                open.push(top);
                 continue;
             }
-            Ok(DataToken::SequenceEnd) => {
+            DataToken::SequenceEnd => {
                 open.pop();
                 continue;
             }
-            Ok(_) => continue,
-            Err(_) => return Ok(()),
+            _ => continue,
         };
-        if let Some(n) = len.get().filter(|&n| n as usize > dataset.len()) {
+        if let Some(n) = len.get().filter(|&n| u64::from(n) > total) {
             return Err(PastTheEnd {
                 announced: n.into(),
-                total: dataset.len(),
+                total,
                 in_pixel_data,
             });
         }
@@ -74,21 +100,82 @@ pub fn check_dataset(dataset: &[u8], ts: &TransferSyntax) -> Result<(), PastTheE
     Ok(())
 }
 
+/// The tag of the element a token opens, if it opens one.
+fn opened_tag(token: &DataToken) -> Option<Tag> {
+    match token {
+        DataToken::ElementHeader(header) => Some(header.tag),
+        DataToken::SequenceStart { tag, .. } => Some(*tag),
+        DataToken::PixelSequenceStart => Some(tags::PIXEL_DATA),
+        _ => None,
+    }
+}
+
 /// Checks a part-10 file's bytes (preamble, "DICM", file meta group, dataset): every meta
 /// element must fit in the file, and the dataset must pass [`check_dataset`] in the transfer
-/// syntax the meta group names.
+/// syntax the meta group names. A deflated dataset is inflated for the check, twice (once to
+/// learn its size, once to read its lengths), without keeping it: its lengths are bounded by
+/// what it inflates to, which the file's size does not bound.
 ///
-/// Where the check cannot tell (no preamble, an unknown transfer syntax, a deflated dataset,
-/// whose inflated size the file does not bound) it passes, and the reader reports what it finds.
+/// Where the check cannot tell (no preamble, an unknown transfer syntax) it passes, and the
+/// reader reports what it finds.
 pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
     let (start, ts_uid) = meta_group(bytes)?;
-    let Some(ts) = ts_uid.and_then(|uid| TransferSyntaxRegistry.get(&uid)) else {
-        return Ok(());
+    let body = || Ok(&bytes[start..]);
+    let len = (bytes.len() - start) as u64;
+    check_body(body, len, ts_uid, Reach::Whole).unwrap_or(Ok(()))
+}
+
+/// Checks a part-10 file on disk as [`check_file`] checks its bytes, but only up to its
+/// top-level Pixel Data, and reading it as a stream: for a reader of headers (`brainaged
+/// reindex`), which should neither hold a large file in memory nor read its pixels. `Err` only
+/// for a file that cannot be read.
+pub fn check_file_header(path: &Path) -> io::Result<Result<(), PastTheEnd>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let (start, ts_uid) = match meta_group_of(&mut file, len)? {
+        Ok(found) => found,
+        Err(past) => return Ok(Err(past)),
     };
-    if matches!(ts.codec(), Codec::Dataset(_)) {
-        return Ok(()); // deflated
+    let body = || {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(start as u64))?;
+        Ok(BufReader::new(f))
+    };
+    check_body(body, len - start as u64, ts_uid, Reach::BeforePixelData)
+}
+
+/// Checks the dataset of a part-10 file, `len` bytes in the transfer syntax `ts_uid`, as much
+/// of it as `reach` says; `body` opens a reader of it. A dataset codec (deflate) is applied as
+/// dicom-object applies it, and bounds the lengths by the size it decodes to.
+fn check_body<R: Read>(
+    body: impl Fn() -> io::Result<R>,
+    len: u64,
+    ts_uid: Option<String>,
+    reach: Reach,
+) -> io::Result<Result<(), PastTheEnd>> {
+    let Some(ts) = ts_uid.and_then(|uid| TransferSyntaxRegistry.get(&uid)) else {
+        return Ok(Ok(()));
+    };
+    match ts.codec() {
+        Codec::Dataset(Some(adapter)) => {
+            let decoded = decoded_len(adapter.adapt_reader(Box::new(body()?)));
+            let source = adapter.adapt_reader(Box::new(body()?));
+            Ok(check_tokens(source, decoded, ts, reach))
+        }
+        Codec::Dataset(None) => Ok(Ok(())), // the reader refuses it
+        _ => Ok(check_tokens(body()?, len, ts, reach)),
     }
-    check_dataset(&bytes[start..], ts)
+}
+
+/// How many bytes `source` gives before it ends or fails: a corrupt deflate stream is parsed up
+/// to where it breaks, so that is what bounds the lengths before it.
+fn decoded_len(mut source: impl Read) -> u64 {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    while let Ok(n @ 1..) = source.read(&mut buf) {
+        total += n as u64;
+    }
+    total
 }
 
 /// Walks the file meta group of a part-10 file's bytes (explicit VR little endian, from byte
@@ -103,7 +190,7 @@ pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
 pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
     let past = |announced: u64| PastTheEnd {
         announced,
-        total: bytes.len(),
+        total: bytes.len() as u64,
         in_pixel_data: false,
     };
     if bytes.get(128..132) != Some(b"DICM".as_slice()) {
@@ -134,6 +221,32 @@ pub fn meta_group(bytes: &[u8]) -> Result<(usize, Option<String>), PastTheEnd> {
         read = read.saturating_add(header as u32).saturating_add(len);
     }
     Ok((at, ts))
+}
+
+/// [`meta_group`] of a file on disk, walked in a prefix of it that grows until the walk ends
+/// well inside it (a meta group is rarely more than a few hundred bytes).
+fn meta_group_of(
+    file: &mut File,
+    len: u64,
+) -> io::Result<Result<(usize, Option<String>), PastTheEnd>> {
+    let mut want = 4096u64;
+    loop {
+        let n = want.min(len);
+        let mut prefix = vec![0u8; n as usize];
+        file.seek(SeekFrom::Start(0))?;
+        file.read_exact(&mut prefix)?;
+        let found = meta_group(&prefix);
+        // The walk stops at an element it cannot read whole: in a prefix, perhaps only because
+        // the prefix ends there.
+        let cut_short = match &found {
+            Ok((at, _)) => *at as u64 + 12 > n,
+            Err(_) => true,
+        };
+        if !cut_short || n == len {
+            return Ok(found);
+        }
+        want = want.saturating_mul(16);
+    }
 }
 
 /// An explicit VR little endian element header at `at`, as dicom-rs decodes it: (group,
@@ -245,7 +358,7 @@ mod tests {
         let dataset = hostile();
         let past = PastTheEnd {
             announced: 0xFFFF_FFF0,
-            total: dataset.len(),
+            total: dataset.len() as u64,
             in_pixel_data: false,
         };
         assert_eq!(checked_both_ways(&dataset), [Err(past.clone()), Err(past)]);
@@ -310,6 +423,73 @@ mod tests {
         ];
         let bytes = [&[0u8; 128][..], b"DICM", &length.concat(), &meta, &hostile].concat();
         assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
+    }
+
+    fn deflated(plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(plain).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    const DEFLATED_LE: &[u8] = b"1.2.840.10008.1.2.1.99";
+
+    /// The lengths of a deflated dataset are bounded by what it inflates to, not by the file.
+    #[test]
+    fn a_deflated_dataset_is_checked_as_it_inflates() {
+        let meta = short(0x0002, 0x0010, b"UI", DEFLATED_LE);
+        let fine = mr_then(long(0x0009, 0x1010, b"OB", 4), b"abcd");
+        assert_eq!(check_file(&file(&meta, &deflated(&fine))), Ok(()));
+        // 64 KiB of zeros deflate to a few hundred bytes: a value of 60,000 fits the dataset
+        // though not the file.
+        let zeros = mr_then(long(0x0009, 0x1010, b"OB", 60_000), &[0; 60_000]);
+        let bytes = file(&meta, &deflated(&zeros));
+        assert!(bytes.len() < 60_000);
+        assert_eq!(check_file(&bytes), Ok(()));
+        let err = check_file(&file(&meta, &deflated(&hostile()))).unwrap_err();
+        assert_eq!(
+            (err.announced, err.total),
+            (0xFFFF_FFF0, hostile().len() as u64)
+        );
+    }
+
+    /// `bytes` written to a file of its own; the check of the file on disk.
+    fn header_checked(bytes: &[u8]) -> Result<(), PastTheEnd> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dcm");
+        std::fs::write(&path, bytes).unwrap();
+        check_file_header(&path).unwrap()
+    }
+
+    #[test]
+    fn a_file_on_disk_is_checked_up_to_its_pixel_data() {
+        let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
+        let err = header_checked(&file(&meta, &hostile())).unwrap_err();
+        assert_eq!(err.announced, 0xFFFF_FFF0);
+        let deflated_meta = short(0x0002, 0x0010, b"UI", DEFLATED_LE);
+        let err = header_checked(&file(&deflated_meta, &deflated(&hostile()))).unwrap_err();
+        assert_eq!(err.announced, 0xFFFF_FFF0);
+        // A file cut short in its pixel data has a header that reads.
+        let cut = mr_then(long(0x7FE0, 0x0010, b"OW", 0xFFFF_FFF0), b"12345678");
+        assert!(check_file(&file(&meta, &cut)).unwrap_err().in_pixel_data);
+        assert_eq!(header_checked(&file(&meta, &cut)), Ok(()));
+        assert_eq!(header_checked(&file(&meta, b"")), Ok(()));
+    }
+
+    /// The file is read in a prefix that grows until the meta group fits in it.
+    #[test]
+    fn a_long_meta_group_on_disk_is_read_whole() {
+        let meta = [
+            short(0x0002, 0x0010, b"UI", EXPLICIT_LE),
+            long(0x0002, 0x0102, b"OB", 20_000),
+            vec![7; 20_000],
+        ]
+        .concat();
+        let err = header_checked(&file(&meta, &hostile())).unwrap_err();
+        assert_eq!(err.announced, 0xFFFF_FFF0);
+        let err = header_checked(&file(&meta, b"")[..10_000]).unwrap_err();
+        assert_eq!((err.announced, err.total), (20_000, 10_000));
     }
 
     #[test]

@@ -177,29 +177,11 @@ fn a_slice_with_another_orientation_is_split_off_and_reported() {
     }
 }
 
-/// The test process's peak resident memory so far (VmHWM), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// `file` (explicit VR little endian) with an element that announces 4 GiB and brings 8 bytes
 /// inserted before its Pixel Data: dicom-rs allocates and fills what a length announces before
 /// it reads the value.
 fn insert_long_value(file: &Path) {
-    let bytes = std::fs::read(file).unwrap();
-    let at = bytes
-        .windows(6)
-        .rposition(|w| w == b"\xe0\x7f\x10\x00OW" || w == b"\xe0\x7f\x10\x00OB")
-        .expect("explicit VR pixel data");
-    let mut hostile = bytes[..at].to_vec();
-    hostile.extend_from_slice(&[0x08, 0x00, 0x00, 0x41]); // (0008,4100), a UT
-    hostile.extend_from_slice(b"UT\0\0");
-    hostile.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-    hostile.extend_from_slice(b"12345678");
-    hostile.extend_from_slice(&bytes[at..]);
+    let hostile = common::with_long_value(&std::fs::read(file).unwrap());
     std::fs::write(file, hostile).unwrap();
 }
 
@@ -209,9 +191,9 @@ fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
     let victim = two_series_and_a_victim(tmp.path());
     insert_long_value(&victim);
 
-    let before = peak_rss();
+    let before = common::peak_rss();
     let results = run(&all_files(tmp.path()));
-    let grown = peak_rss().saturating_sub(before);
+    let grown = common::peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     let errors: Vec<String> = results
@@ -233,6 +215,64 @@ fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
             .any(|ok| ok.volumes[0].volume.data.shape() == &intact[..]),
         "the intact series converts"
     );
+}
+
+/// A deflated file's dataset is checked as it inflates: the file's size does not bound the
+/// lengths inside it, and dicom-rs inflates as it parses.
+#[test]
+fn a_length_past_the_end_of_a_deflated_file_is_reported_without_allocating_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = two_series_and_a_victim(tmp.path());
+    let made = tmp.path().join("deflated.dcm");
+    let o = Command::new("dcmconv")
+        .arg("+td")
+        .arg(&victim)
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deflated = std::fs::read(&made).unwrap();
+    std::fs::remove_file(&made).unwrap();
+    let (start, ts) = brainaged::dataset_bounds::meta_group(&deflated).unwrap();
+    assert_eq!(ts.as_deref(), Some("1.2.840.10008.1.2.1.99"));
+    let dataset = common::with_long_value(&inflate(&deflated[start..]));
+    std::fs::write(&victim, [&deflated[..start], &deflate(&dataset)].concat()).unwrap();
+
+    let before = common::peak_rss();
+    let results = run(&all_files(tmp.path()));
+    let grown = common::peak_rss().saturating_sub(before);
+    assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains(&name)
+            && e.contains("not readable as DICOM")
+            && e.contains(&format!(
+                "a value of 4294967280 bytes in a dataset of {}",
+                dataset.len()
+            ))),
+        "{errors:?}"
+    );
+}
+
+fn inflate(raw: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(raw)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn deflate(plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(plain).unwrap();
+    encoder.finish().unwrap()
 }
 
 #[test]

@@ -114,6 +114,40 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     scp.stop().await;
 }
 
+/// A spool file damaged on disk after it was acknowledged (here a length far past its end,
+/// before its pixel data) is reported as unreadable, without the parser first allocating what
+/// the length announces; the rest of the spool is still indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_file_damaged_on_disk_is_reported_without_allocating_it() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut files = common::dicom_files(&shared_dicom().join("ge-t1-mprage"));
+    files.sort();
+    std::fs::copy(&files[0], spool.path().join("intact.dcm")).unwrap();
+    let damaged = common::with_long_value(&std::fs::read(&files[1]).unwrap());
+    std::fs::write(spool.path().join("damaged.dcm"), damaged).unwrap();
+
+    let (fresh, url) = Db::connect_for_test().await.unwrap();
+    let (code, log) = reindex(spool.path(), &url).await;
+    let peak = common::children_peak_rss();
+    assert!(peak < 512 << 20, "a child's peak memory: {peak} bytes");
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("indexed 1, already indexed 0, unreadable 1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("damaged.dcm") && log.contains("a value of 4294967280 bytes"),
+        "{log}"
+    );
+    let indexed: Vec<String> = sqlx::query_scalar("SELECT spool_path FROM instances")
+        .fetch_all(fresh.pool())
+        .await
+        .unwrap();
+    assert_eq!(indexed, ["intact.dcm"]);
+    fresh.close().await;
+    drop_database(&url).await;
+}
+
 /// Drops the database a test made with `Db::connect_for_test` beside the SCP's own.
 async fn drop_database(url: &str) {
     let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())

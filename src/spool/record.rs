@@ -12,6 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use super::{Spool, SpoolError};
+use crate::dataset_bounds;
 use crate::db::instances::InstanceRecord;
 use dicom_core::Tag;
 use dicom_encoding::text::{DefaultCharacterSetCodec, SpecificCharacterSet, TextCodec};
@@ -168,14 +169,22 @@ pub fn describe<A: Attributes + ?Sized>(obj: &A, rec: &mut InstanceRecord) {
 
 /// Reads a spool file back into the record the receiver wrote for it, for `brainaged reindex`.
 /// The calling AE comes from the meta group and the received time from the file's mtime.
+///
+/// The file's lengths are checked first ([`dataset_bounds::check_file_header`]): the files here
+/// are ones the receiver checked, but one damaged on disk since could otherwise make the parser
+/// allocate up to 4 GiB before it fails.
 pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolError> {
+    let parse_error = |reason: String| SpoolError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    dataset_bounds::check_file_header(path)
+        .map_err(|e| SpoolError::io(path, e))?
+        .map_err(|past| parse_error(past.to_string()))?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| SpoolError::Parse {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| parse_error(e.to_string()))?;
     let md = std::fs::metadata(path).map_err(|e| SpoolError::io(path, e))?;
     let mut rec = InstanceRecord::default();
     describe(&*obj, &mut rec);
@@ -201,10 +210,7 @@ pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolErro
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| path.to_string_lossy().into_owned());
     if rec.series_instance_uid.is_empty() || rec.study_instance_uid.is_empty() {
-        return Err(SpoolError::Parse {
-            path: path.to_path_buf(),
-            reason: "no study or series instance UID".into(),
-        });
+        return Err(parse_error("no study or series instance UID".into()));
     }
     Ok(rec)
 }

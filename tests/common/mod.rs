@@ -280,3 +280,40 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// The test process's peak resident memory so far (VmHWM), in bytes.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// The largest peak resident memory of any child process this test process has waited for, in
+/// bytes.
+pub fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// An explicit VR little endian dataset (or part-10 file) with an element that announces 4 GiB
+/// and brings 8 bytes, inserted before its Pixel Data: dicom-rs allocates and fills what a
+/// length announces before it reads the value.
+pub fn with_long_value(bytes: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(6)
+        .rposition(|w| w == b"\xe0\x7f\x10\x00OW" || w == b"\xe0\x7f\x10\x00OB")
+        .expect("explicit VR pixel data");
+    let mut hostile = bytes[..at].to_vec();
+    hostile.extend_from_slice(&[0x08, 0x00, 0x00, 0x41]); // (0008,4100), a UT
+    hostile.extend_from_slice(b"UT\0\0");
+    hostile.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    hostile.extend_from_slice(b"12345678");
+    hostile.extend_from_slice(&bytes[at..]);
+    hostile
+}
