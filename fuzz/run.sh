@@ -13,6 +13,7 @@
 #                         written as the job worker does
 #   convert_file          any file with the part-10 magic, converted as `brainaged convert`
 #                         reads a folder
+#   spool_file_read_back  any file in the spool, read back as `brainaged reindex` reads it
 # Seeds come from the shared real series (BRAINAGED_SHARED, default ../shared) into
 # fuzz/corpus/ (ignored); findings go to fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -20,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 secs=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(c_store_dataset command_set pdu_stream spool_file_converted convert_file)
+[ ${#targets[@]} -gt 0 ] || targets=(c_store_dataset command_set pdu_stream spool_file_converted convert_file spool_file_read_back)
 shared=${BRAINAGED_SHARED:-$here/../../shared}
 
 export SQLX_OFFLINE=true

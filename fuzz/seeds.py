@@ -120,6 +120,7 @@ def main():
             ts, dataset = got
             write(out, "spool_file_converted", path.read_bytes())
             write(out, "convert_file", path.read_bytes())
+            write(out, "spool_file_read_back", path.read_bytes())
             if ts in SYNTAXES and len(dataset) <= MAX_SEED:
                 write(out, "c_store_dataset", bytes([SYNTAXES.index(ts)]) + dataset)
     command = c_store_command("1.2.3.4.5")

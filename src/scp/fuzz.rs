@@ -7,7 +7,7 @@
 //! instance, under the spool root. The scan and the full parser are also run side by side on
 //! every dataset the scan reads: the index must not depend on which of them read it. What the
 //! receiver accepts then goes on to the converter, as the job worker runs it; so does any file,
-//! as `brainaged convert` reads a folder.
+//! as `brainaged convert` reads a folder, and as `brainaged reindex` reads the spool.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -165,6 +165,18 @@ pub fn spool_file_converted(input: &[u8]) {
 pub fn convert_file(input: &[u8]) {
     if input.get(128..132) == Some(b"DICM".as_slice()) {
         converted_volumes_hold(input);
+    }
+}
+
+/// Any file in the spool's place, read back as `brainaged reindex` reads it: the files there
+/// were checked by the receiver, but one damaged on disk since is not, and the reader's own
+/// check ([`dataset_bounds::check_file_header`]) is all that stands here.
+pub fn spool_file_read_back(input: &[u8]) {
+    let path = scratch().join("read_back.dcm");
+    std::fs::write(&path, input).expect("scratch file");
+    if let Ok(rec) = crate::spool::record::from_file(spool(), &path) {
+        assert!(!rec.series_instance_uid.is_empty() && !rec.study_instance_uid.is_empty());
+        assert_eq!(rec.size_bytes, input.len() as i64);
     }
 }
 
