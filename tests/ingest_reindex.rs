@@ -124,7 +124,9 @@ async fn a_spool_file_damaged_on_disk_is_reported_without_allocating_it() {
     files.sort();
     std::fs::copy(&files[0], spool.path().join("intact.dcm")).unwrap();
     let damaged = common::with_long_value(&std::fs::read(&files[1]).unwrap());
-    std::fs::write(spool.path().join("damaged.dcm"), damaged).unwrap();
+    std::fs::write(spool.path().join("damaged.dcm"), &damaged).unwrap();
+    // dicom-rs also reads a file that starts with "DICM", without a preamble.
+    std::fs::write(spool.path().join("no_preamble.dcm"), &damaged[128..]).unwrap();
 
     let (fresh, url) = Db::connect_for_test().await.unwrap();
     let (code, log) = reindex(spool.path(), &url).await;
@@ -132,7 +134,7 @@ async fn a_spool_file_damaged_on_disk_is_reported_without_allocating_it() {
     assert!(peak < 512 << 20, "a child's peak memory: {peak} bytes");
     assert_eq!(code, Some(2), "{log}");
     assert!(
-        log.contains("indexed 1, already indexed 0, unreadable 1"),
+        log.contains("indexed 1, already indexed 0, unreadable 2"),
         "{log}"
     );
     assert!(

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use super::{Spool, SpoolError};
@@ -182,6 +183,7 @@ pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolErro
         .map_err(|e| SpoolError::io(path, e))?
         .map_err(|past| parse_error(past.to_string()))?;
     let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always) // as the spool writes them, and as checked
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| parse_error(e.to_string()))?;
