@@ -191,22 +191,7 @@ fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
     let victim = two_series_and_a_victim(tmp.path());
     insert_long_value(&victim);
 
-    let before = common::peak_rss();
-    let results = run(&all_files(tmp.path()));
-    let grown = common::peak_rss().saturating_sub(before);
-    assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
-    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
-    let errors: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.iter().any(|e| e.contains(&name)
-            && e.contains("not readable as DICOM")
-            && e.contains("a value of 4294967280 bytes")),
-        "{errors:?}"
-    );
+    let results = converted_within_bounds(tmp.path(), &victim, "a value of 4294967280 bytes");
     let intact = series_shape(&tmp.path().join("r3"));
     assert!(
         results
@@ -238,8 +223,22 @@ fn a_length_past_the_end_of_a_deflated_file_is_reported_without_allocating_it() 
     let dataset = common::with_long_value(&inflate(&deflated[start..]));
     std::fs::write(&victim, [&deflated[..start], &deflate(&dataset)].concat()).unwrap();
 
+    let reason = format!(
+        "a value of 4294967280 bytes in a dataset of {}",
+        dataset.len()
+    );
+    converted_within_bounds(tmp.path(), &victim, &reason);
+}
+
+/// Converts every file under `dir`: the test process's peak memory must not grow by what a
+/// damaged length announces, and `victim` must be reported unreadable for `reason`.
+fn converted_within_bounds(
+    dir: &Path,
+    victim: &Path,
+    reason: &str,
+) -> Vec<Result<convert::ConvertedSeries, SeriesError>> {
     let before = common::peak_rss();
-    let results = run(&all_files(tmp.path()));
+    let results = run(&all_files(dir));
     let grown = common::peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
@@ -251,12 +250,10 @@ fn a_length_past_the_end_of_a_deflated_file_is_reported_without_allocating_it() 
     assert!(
         errors.iter().any(|e| e.contains(&name)
             && e.contains("not readable as DICOM")
-            && e.contains(&format!(
-                "a value of 4294967280 bytes in a dataset of {}",
-                dataset.len()
-            ))),
+            && e.contains(reason)),
         "{errors:?}"
     );
+    results
 }
 
 fn inflate(raw: &[u8]) -> Vec<u8> {
