@@ -256,8 +256,27 @@ fn explicit_header(bytes: &[u8], at: usize) -> Option<(u16, u16, usize, u32)> {
     let b = bytes.get(at..at + 8)?;
     let group = u16::from_le_bytes([b[0], b[1]]);
     let element = u16::from_le_bytes([b[2], b[3]]);
-    let short = matches!(
-        &b[4..6],
+    if group == 0xFFFE {
+        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        return Some((group, element, 8, len));
+    }
+    if has_short_length(&[b[4], b[5]]) {
+        return Some((group, element, 8, u16::from_le_bytes([b[6], b[7]]).into()));
+    }
+    let l = bytes.get(at + 8..at + 12)?;
+    Some((
+        group,
+        element,
+        12,
+        u32::from_le_bytes([l[0], l[1], l[2], l[3]]),
+    ))
+}
+
+/// Whether an explicit VR header of this VR carries a 2-byte length (PS3.5 §7.1.2); the other
+/// VRs have two reserved bytes and a 4-byte length.
+pub fn has_short_length(vr: &[u8; 2]) -> bool {
+    matches!(
+        vr,
         b"AE"
             | b"AS"
             | b"AT"
@@ -279,21 +298,7 @@ fn explicit_header(bytes: &[u8], at: usize) -> Option<(u16, u16, usize, u32)> {
             | b"UI"
             | b"UL"
             | b"US"
-    );
-    if group == 0xFFFE {
-        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        return Some((group, element, 8, len));
-    }
-    if short {
-        return Some((group, element, 8, u16::from_le_bytes([b[6], b[7]]).into()));
-    }
-    let l = bytes.get(at + 8..at + 12)?;
-    Some((
-        group,
-        element,
-        12,
-        u32::from_le_bytes([l[0], l[1], l[2], l[3]]),
-    ))
+    )
 }
 
 #[cfg(test)]

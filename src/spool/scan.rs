@@ -12,6 +12,7 @@
 //! receiver accepts except deflate). A dataset it refuses is not necessarily malformed: the
 //! receiver then asks the full parser, which stays the judge of what is unreadable.
 
+use crate::dataset_bounds;
 use dicom_core::Tag;
 
 /// How the dataset's element headers are encoded.
@@ -302,14 +303,12 @@ impl<'a> Walker<'a, '_> {
         }
         let vr: [u8; 2] = self.bytes(self.pos + 4, limit)?;
         let (len, size) = match &vr {
-            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN"
-            | b"UR" | b"UT" | b"UV" => (u32::from_le_bytes(self.bytes(self.pos + 8, limit)?), 12),
-            b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FD" | b"FL" | b"IS"
-            | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL"
-            | b"US" => (
+            short if dataset_bounds::has_short_length(short) => (
                 u16::from_le_bytes(self.bytes(self.pos + 6, limit)?) as u32,
                 8,
             ),
+            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN"
+            | b"UR" | b"UT" | b"UV" => (u32::from_le_bytes(self.bytes(self.pos + 8, limit)?), 12),
             _ => return self.fail("unknown value representation"),
         };
         self.pos += size;
