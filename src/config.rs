@@ -202,7 +202,7 @@ fn default_artim() -> u64 {
 fn default_idle() -> u64 {
     300
 }
-fn default_max_dataset() -> u64 {
+pub(crate) fn default_max_dataset() -> u64 {
     // Far above any single MR instance we know of (an enhanced multi-frame DWI series of 100
     // volumes is a few hundred MB), far below the memory of a host running 32 associations.
     2 << 30

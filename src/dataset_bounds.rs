@@ -33,6 +33,25 @@ pub struct PastTheEnd {
     pub in_pixel_data: bool,
 }
 
+/// Why a file's dataset is not handed to the parser.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    PastTheEnd(#[from] PastTheEnd),
+    /// The dataset, as stored or once inflated, is larger than the caller's limit: the parser
+    /// would hold all of it. A few megabytes of deflate can stand for gigabytes of dataset.
+    #[error("a dataset of more than {limit} bytes{}", if *.inflated { " once inflated" } else { "" })]
+    TooLarge { limit: u64, inflated: bool },
+}
+
+impl Refused {
+    /// Whether the header before the pixel data can still be read safely (a file cut short in
+    /// its pixel data, say).
+    pub fn in_pixel_data(&self) -> bool {
+        matches!(self, Refused::PastTheEnd(p) if p.in_pixel_data)
+    }
+}
+
 /// Checks a dataset in `ts`: `Err` for the first element or item whose length is larger than
 /// the whole dataset. A dataset the parser cannot tokenise at all passes; the parse that follows
 /// reports what is wrong with it.
@@ -111,60 +130,84 @@ fn opened_tag(token: &DataToken) -> Option<Tag> {
 }
 
 /// Checks a part-10 file's bytes (preamble, "DICM", file meta group, dataset): every meta
-/// element must fit in the file, and the dataset must pass [`check_dataset`] in the transfer
-/// syntax the meta group names. A deflated dataset is inflated for the check, twice (once to
-/// learn its size, once to read its lengths), without keeping it: its lengths are bounded by
-/// what it inflates to, which the file's size does not bound.
+/// element must fit in the file, the dataset must be at most `max_dataset` bytes, and it must
+/// pass [`check_dataset`] in the transfer syntax the meta group names. A deflated dataset is
+/// inflated for the check, twice (once to learn its size, once to read its lengths), without
+/// keeping it: its lengths are bounded by what it inflates to, which the file's size does not
+/// bound, and that size by `max_dataset`.
 ///
 /// Where the check cannot tell (no preamble, an unknown transfer syntax) it passes, and the
 /// reader reports what it finds.
-pub fn check_file(bytes: &[u8]) -> Result<(), PastTheEnd> {
+pub fn check_file(bytes: &[u8], max_dataset: u64) -> Result<(), Refused> {
     let (start, ts_uid) = meta_group(bytes)?;
     let body = || Ok(&bytes[start..]);
     let len = (bytes.len() - start) as u64;
-    check_body(body, len, ts_uid, Reach::Whole).unwrap_or(Ok(()))
+    check_body(body, len, ts_uid, Reach::Whole, max_dataset).unwrap_or(Ok(()))
 }
 
 /// Checks a part-10 file on disk as [`check_file`] checks its bytes, but only up to its
-/// top-level Pixel Data, and reading it as a stream: for a reader of headers (`brainaged
-/// reindex`), which should neither hold a large file in memory nor read its pixels. `Err` only
-/// for a file that cannot be read.
-pub fn check_file_header(path: &Path) -> io::Result<Result<(), PastTheEnd>> {
+/// top-level Pixel Data, reading it as a stream, and with no limit on the dataset's size: for a
+/// reader of headers (`brainaged reindex`), which should neither hold a large file in memory
+/// nor read its pixels, nor refuse a spool file the receiver once accepted. `Err` only for a
+/// file that cannot be read.
+pub fn check_file_header(path: &Path) -> io::Result<Result<(), Refused>> {
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let (start, ts_uid) = match meta_group_of(&mut file, len)? {
         Ok(found) => found,
-        Err(past) => return Ok(Err(past)),
+        Err(past) => return Ok(Err(past.into())),
     };
     let body = || {
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(start as u64))?;
         Ok(BufReader::new(f))
     };
-    check_body(body, len - start as u64, ts_uid, Reach::BeforePixelData)
+    check_body(
+        body,
+        len - start as u64,
+        ts_uid,
+        Reach::BeforePixelData,
+        u64::MAX,
+    )
 }
 
 /// Checks the dataset of a part-10 file, `len` bytes in the transfer syntax `ts_uid`, as much
 /// of it as `reach` says; `body` opens a reader of it. A dataset codec (deflate) is applied as
-/// dicom-object applies it, and bounds the lengths by the size it decodes to.
+/// dicom-object applies it, and bounds the lengths by the size it decodes to. A dataset (as
+/// stored, or decoded) of more than `max_dataset` bytes is refused before its lengths are read.
 fn check_body<R: Read>(
     body: impl Fn() -> io::Result<R>,
     len: u64,
     ts_uid: Option<String>,
     reach: Reach,
-) -> io::Result<Result<(), PastTheEnd>> {
+    max_dataset: u64,
+) -> io::Result<Result<(), Refused>> {
+    let too_large = |inflated| {
+        Ok(Err(Refused::TooLarge {
+            limit: max_dataset,
+            inflated,
+        }))
+    };
+    if len > max_dataset {
+        return too_large(false);
+    }
     let Some(ts) = ts_uid.and_then(|uid| TransferSyntaxRegistry.get(&uid)) else {
         return Ok(Ok(()));
     };
-    match ts.codec() {
+    let checked = match ts.codec() {
         Codec::Dataset(Some(adapter)) => {
-            let decoded = decoded_len(adapter.adapt_reader(Box::new(body()?)));
+            let stream = adapter.adapt_reader(Box::new(body()?));
+            let decoded = decoded_len(stream.take(max_dataset.saturating_add(1)));
+            if decoded > max_dataset {
+                return too_large(true);
+            }
             let source = adapter.adapt_reader(Box::new(body()?));
-            Ok(check_tokens(source, decoded, ts, reach))
+            check_tokens(source, decoded, ts, reach)
         }
-        Codec::Dataset(None) => Ok(Ok(())), // the reader refuses it
-        _ => Ok(check_tokens(body()?, len, ts, reach)),
-    }
+        Codec::Dataset(None) => Ok(()), // the reader refuses it
+        _ => check_tokens(body()?, len, ts, reach),
+    };
+    Ok(checked.map_err(Refused::from))
 }
 
 /// How many bytes `source` gives before it ends or fails: a corrupt deflate stream is parsed up
@@ -331,6 +374,14 @@ mod tests {
 
     const EXPLICIT_LE: &[u8] = b"1.2.840.10008.1.2.1\0";
 
+    /// [`check_file`] with no limit on the dataset's size, so that only lengths are refused.
+    fn file_checked(bytes: &[u8]) -> Result<(), PastTheEnd> {
+        check_file(bytes, u64::MAX).map_err(|refused| match refused {
+            Refused::PastTheEnd(past) => past,
+            other => panic!("{other}"),
+        })
+    }
+
     /// `dataset` checked alone and as the dataset of a part-10 file, in explicit VR little
     /// endian.
     fn checked_both_ways(dataset: &[u8]) -> [Result<(), PastTheEnd>; 2] {
@@ -338,7 +389,7 @@ mod tests {
         let meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
         [
             check_dataset(dataset, ts),
-            check_file(&file(&meta, dataset)),
+            file_checked(&file(&meta, dataset)),
         ]
     }
 
@@ -396,7 +447,7 @@ mod tests {
         ]
         .concat();
         let bytes = file(&meta, b"");
-        let err = check_file(&bytes).unwrap_err();
+        let err = file_checked(&bytes).unwrap_err();
         assert_eq!(err.announced, 0x7FFF_0000);
     }
 
@@ -414,7 +465,7 @@ mod tests {
         let (start, ts) = meta_group(&bytes).unwrap();
         assert_eq!(start, bytes.len() - hostile.len());
         assert_eq!(ts.as_deref(), Some("1.2.840.10008.1.2.1"));
-        assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
+        assert_eq!(file_checked(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
     }
 
     /// The group length element is known by its tag and length alone, as dicom-object knows it.
@@ -427,7 +478,7 @@ mod tests {
             (meta.len() as u32).to_le_bytes().to_vec(),
         ];
         let bytes = [&[0u8; 128][..], b"DICM", &length.concat(), &meta, &hostile].concat();
-        assert_eq!(check_file(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
+        assert_eq!(file_checked(&bytes).unwrap_err().announced, 0xFFFF_FFF0);
     }
 
     fn deflated(plain: &[u8]) -> Vec<u8> {
@@ -445,18 +496,44 @@ mod tests {
     fn a_deflated_dataset_is_checked_as_it_inflates() {
         let meta = short(0x0002, 0x0010, b"UI", DEFLATED_LE);
         let fine = mr_then(long(0x0009, 0x1010, b"OB", 4), b"abcd");
-        assert_eq!(check_file(&file(&meta, &deflated(&fine))), Ok(()));
+        assert_eq!(file_checked(&file(&meta, &deflated(&fine))), Ok(()));
         // 64 KiB of zeros deflate to a few hundred bytes: a value of 60,000 fits the dataset
         // though not the file.
         let zeros = mr_then(long(0x0009, 0x1010, b"OB", 60_000), &[0; 60_000]);
         let bytes = file(&meta, &deflated(&zeros));
         assert!(bytes.len() < 60_000);
-        assert_eq!(check_file(&bytes), Ok(()));
-        let err = check_file(&file(&meta, &deflated(&hostile()))).unwrap_err();
+        assert_eq!(file_checked(&bytes), Ok(()));
+        let err = file_checked(&file(&meta, &deflated(&hostile()))).unwrap_err();
         assert_eq!(
             (err.announced, err.total),
             (0xFFFF_FFF0, hostile().len() as u64)
         );
+    }
+
+    /// A dataset larger than the limit is refused, as stored or once inflated; the files on
+    /// disk that reindex reads have no limit.
+    #[test]
+    fn a_dataset_past_the_limit_is_refused() {
+        let zeros = mr_then(long(0x0009, 0x1010, b"OB", 60_000), &[0; 60_000]);
+        let plain_meta = short(0x0002, 0x0010, b"UI", EXPLICIT_LE);
+        let plain = file(&plain_meta, &zeros);
+        let deflated_meta = short(0x0002, 0x0010, b"UI", DEFLATED_LE);
+        let small = file(&deflated_meta, &deflated(&zeros));
+        let size = zeros.len() as u64;
+        for (bytes, inflated) in [(&plain, false), (&small, true)] {
+            assert_eq!(check_file(bytes, size), Ok(()));
+            let refused = check_file(bytes, size - 1).unwrap_err();
+            assert_eq!(
+                refused,
+                Refused::TooLarge {
+                    limit: size - 1,
+                    inflated
+                }
+            );
+            assert!(!refused.in_pixel_data());
+        }
+        assert!(small.len() < 1_000, "{} bytes", small.len());
+        assert_eq!(header_checked(&small), Ok(()));
     }
 
     /// `bytes` written to a file of its own; the check of the file on disk.
@@ -464,7 +541,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.dcm");
         std::fs::write(&path, bytes).unwrap();
-        check_file_header(&path).unwrap()
+        check_file_header(&path)
+            .unwrap()
+            .map_err(|refused| match refused {
+                Refused::PastTheEnd(past) => past,
+                other => panic!("{other}"),
+            })
     }
 
     #[test]
@@ -477,7 +559,7 @@ mod tests {
         assert_eq!(err.announced, 0xFFFF_FFF0);
         // A file cut short in its pixel data has a header that reads.
         let cut = mr_then(long(0x7FE0, 0x0010, b"OW", 0xFFFF_FFF0), b"12345678");
-        assert!(check_file(&file(&meta, &cut)).unwrap_err().in_pixel_data);
+        assert!(file_checked(&file(&meta, &cut)).unwrap_err().in_pixel_data);
         assert_eq!(header_checked(&file(&meta, &cut)), Ok(()));
         assert_eq!(header_checked(&file(&meta, b"")), Ok(()));
     }
@@ -501,9 +583,9 @@ mod tests {
     fn what_it_cannot_judge_passes() {
         let hostile = hostile();
         // No preamble and magic.
-        assert_eq!(check_file(&hostile), Ok(()));
+        assert_eq!(file_checked(&hostile), Ok(()));
         // A transfer syntax nobody knows.
         let meta = short(0x0002, 0x0010, b"UI", b"1.2.3.4\0");
-        assert_eq!(check_file(&file(&meta, &hostile)), Ok(()));
+        assert_eq!(file_checked(&file(&meta, &hostile)), Ok(()));
     }
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -191,7 +192,9 @@ fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
     let victim = two_series_and_a_victim(tmp.path());
     insert_long_value(&victim);
 
-    let results = converted_within_bounds(tmp.path(), &victim, "a value of 4294967280 bytes");
+    let options = ConvertOptions::default();
+    let reason = "a value of 4294967280 bytes";
+    let results = converted_within_bounds(tmp.path(), &victim, reason, &options);
     let intact = series_shape(&tmp.path().join("r3"));
     assert!(
         results
@@ -208,10 +211,99 @@ fn a_length_past_the_end_of_a_file_is_reported_without_allocating_it() {
 fn a_length_past_the_end_of_a_deflated_file_is_reported_without_allocating_it() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = two_series_and_a_victim(tmp.path());
-    let made = tmp.path().join("deflated.dcm");
+    let (meta, plain) = deflated_by_dcmtk(&victim);
+    let dataset = common::with_long_value(&plain);
+    std::fs::write(&victim, [&meta[..], &deflate(&dataset)].concat()).unwrap();
+
+    let reason = format!(
+        "a value of 4294967280 bytes in a dataset of {}",
+        dataset.len()
+    );
+    converted_within_bounds(tmp.path(), &victim, &reason, &ConvertOptions::default());
+}
+
+/// A deflated file whose dataset inflates past the dataset limit is refused before dicom-rs
+/// inflates it into memory: here a megabyte of deflate stands for a gigabyte of dataset, every
+/// length of which fits.
+#[test]
+fn a_deflated_file_that_inflates_past_the_limit_is_reported_without_holding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = two_series_and_a_victim(tmp.path());
+    let (meta, plain) = deflated_by_dcmtk(&victim);
+    let at = plain
+        .windows(6)
+        .rposition(|w| w == b"\xe0\x7f\x10\x00OW")
+        .expect("explicit VR pixel data");
+    const ZEROS: usize = 1 << 30;
+    let mut encoder = flate2::write::DeflateEncoder::new(meta, flate2::Compression::best());
+    encoder.write_all(&plain[..at]).unwrap();
+    encoder.write_all(&[0x09, 0x00, 0x10, 0x10]).unwrap(); // (0009,1010), an OB
+    encoder.write_all(b"OB\0\0").unwrap();
+    encoder.write_all(&(ZEROS as u32).to_le_bytes()).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..ZEROS / chunk.len() {
+        encoder.write_all(&chunk).unwrap();
+    }
+    encoder.write_all(&plain[at..]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 8 << 20, "{} bytes", bomb.len());
+    std::fs::write(&victim, bomb).unwrap();
+
+    let options = ConvertOptions {
+        max_dataset_bytes: 256 << 20,
+        ..ConvertOptions::default()
+    };
+    let reason = "a dataset of more than 268435456 bytes once inflated";
+    converted_within_bounds(tmp.path(), &victim, reason, &options);
+}
+
+/// A file whose dataset is larger than the limit is refused, and one far larger is refused
+/// before it is read.
+#[test]
+fn a_file_past_the_limit_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = two_series_and_a_victim(tmp.path());
+    let plain = std::fs::read(&victim).unwrap();
+    let at = plain
+        .windows(6)
+        .rposition(|w| w == b"\xe0\x7f\x10\x00OW")
+        .expect("explicit VR pixel data");
+    const VALUE: u32 = 2 << 20;
+    let header = [
+        &[0x09, 0x00, 0x10, 0x10][..],
+        b"OB\0\0",
+        &VALUE.to_le_bytes(),
+    ]
+    .concat();
+    let zeros = vec![0u8; VALUE as usize];
+    std::fs::write(
+        &victim,
+        [&plain[..at], &header, &zeros, &plain[at..]].concat(),
+    )
+    .unwrap();
+    let size = std::fs::metadata(&victim).unwrap().len();
+    for (limit, reason) in [
+        (
+            1 << 20,
+            format!("a file of {size} bytes, larger than the dataset limit"),
+        ),
+        (3 << 19, "a dataset of more than 1572864 bytes".to_string()),
+    ] {
+        let options = ConvertOptions {
+            max_dataset_bytes: limit,
+            ..ConvertOptions::default()
+        };
+        converted_within_bounds(tmp.path(), &victim, &reason, &options);
+    }
+}
+
+/// `victim` deflated by DCMTK (`dcmconv +td`): its preamble and meta group as written, and its
+/// dataset inflated again. The file made is removed.
+fn deflated_by_dcmtk(victim: &Path) -> (Vec<u8>, Vec<u8>) {
+    let made = victim.with_extension("deflated");
     let o = Command::new("dcmconv")
         .arg("+td")
-        .arg(&victim)
+        .arg(victim)
         .arg(&made)
         .output()
         .unwrap();
@@ -220,14 +312,7 @@ fn a_length_past_the_end_of_a_deflated_file_is_reported_without_allocating_it() 
     std::fs::remove_file(&made).unwrap();
     let (start, ts) = brainaged::dataset_bounds::meta_group(&deflated).unwrap();
     assert_eq!(ts.as_deref(), Some("1.2.840.10008.1.2.1.99"));
-    let dataset = common::with_long_value(&inflate(&deflated[start..]));
-    std::fs::write(&victim, [&deflated[..start], &deflate(&dataset)].concat()).unwrap();
-
-    let reason = format!(
-        "a value of 4294967280 bytes in a dataset of {}",
-        dataset.len()
-    );
-    converted_within_bounds(tmp.path(), &victim, &reason);
+    (deflated[..start].to_vec(), inflate(&deflated[start..]))
 }
 
 /// Converts every file under `dir`: the test process's peak memory must not grow by what a
@@ -236,9 +321,10 @@ fn converted_within_bounds(
     dir: &Path,
     victim: &Path,
     reason: &str,
+    options: &ConvertOptions,
 ) -> Vec<Result<convert::ConvertedSeries, SeriesError>> {
     let before = common::peak_rss();
-    let results = run(&all_files(dir));
+    let results = convert::convert_paths(&all_files(dir), options);
     let grown = common::peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak memory grew by {grown} bytes");
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
@@ -266,7 +352,6 @@ fn inflate(raw: &[u8]) -> Vec<u8> {
 }
 
 fn deflate(plain: &[u8]) -> Vec<u8> {
-    use std::io::Write;
     let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(plain).unwrap();
     encoder.finish().unwrap()

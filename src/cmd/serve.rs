@@ -115,6 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         output_dir: config.output_dir(),
         options: ConvertOptions {
             rules: config.classify.clone(),
+            max_dataset_bytes: config.dicom.max_dataset_bytes,
         },
         poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
     };

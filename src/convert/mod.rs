@@ -76,9 +76,21 @@ pub enum SeriesError {
 }
 
 /// Conversion settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConvertOptions {
     pub rules: ClassifyRules,
+    /// The largest dataset a file may hold, as stored or once inflated (`dicom.max_dataset_bytes`,
+    /// the receiver's limit): a file is read whole, so a larger one is refused before it is.
+    pub max_dataset_bytes: u64,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            rules: ClassifyRules::default(),
+            max_dataset_bytes: crate::config::default_max_dataset(),
+        }
+    }
 }
 
 /// Frames and file errors of one series.
@@ -125,7 +137,7 @@ pub fn for_each_series(
     options: &ConvertOptions,
     sink: impl Fn(Result<ConvertedSeries, SeriesError>) + Sync,
 ) -> usize {
-    let (inputs, unreadable) = group_files(read::read_files(paths));
+    let (inputs, unreadable) = group_files(read::read_files(paths, options.max_dataset_bytes));
     let found = inputs.len();
     for e in unreadable {
         sink(Err(SeriesError::Unreadable(e)));

@@ -60,11 +60,12 @@ pub fn scan_folder(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads every file's header in parallel.
-pub fn read_files(paths: &[PathBuf]) -> Vec<(PathBuf, FileOutcome)> {
+/// Reads every file's header in parallel; a file whose dataset is larger than `max_dataset`
+/// bytes (as stored or once inflated) fails.
+pub fn read_files(paths: &[PathBuf], max_dataset: u64) -> Vec<(PathBuf, FileOutcome)> {
     paths
         .par_iter()
-        .map(|p| (p.clone(), read_file(p)))
+        .map(|p| (p.clone(), read_file(p, max_dataset)))
         .collect()
 }
 
@@ -95,11 +96,11 @@ fn is_non_image_class(uid: &str) -> bool {
 }
 
 /// One file: skipped, frames, or a clear error.
-pub fn read_file(path: &Path) -> FileOutcome {
+pub fn read_file(path: &Path, max_dataset: u64) -> FileOutcome {
     if !has_dicom_magic(path) {
         return FileOutcome::Skipped;
     }
-    let file = match opened(path) {
+    let file = match opened(path, max_dataset) {
         Ok(f) => f,
         Err((error, header_readable)) => {
             return FileOutcome::Failed {
@@ -136,21 +137,33 @@ pub fn read_file(path: &Path) -> FileOutcome {
 
 /// Reads the whole file and parses it, once its lengths are known to fit in it
 /// ([`dataset_bounds::check_file`]: a corrupt length would otherwise make the parser allocate
-/// up to 4 GiB before it fails). On failure, also whether the header before the pixel data can
-/// still be read safely, to name the series that failed.
-fn opened(path: &Path) -> Result<DefaultDicomObject, (ReadError, bool)> {
+/// up to 4 GiB before it fails) and its dataset to be at most `max_dataset` bytes. On failure,
+/// also whether the header before the pixel data can still be read safely, to name the series
+/// that failed.
+fn opened(path: &Path, max_dataset: u64) -> Result<DefaultDicomObject, (ReadError, bool)> {
     let parse_error = |reason: String| ReadError::Parse {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| (parse_error(e.to_string()), false))?;
-    dataset_bounds::check_file(&bytes)
-        .map_err(|past| (parse_error(past.to_string()), past.in_pixel_data))?;
+    let io_error = |e: std::io::Error| (parse_error(e.to_string()), false);
+    // Refused before it is read: the meta group the limit does not count is far below this.
+    let size = std::fs::metadata(path).map_err(io_error)?.len();
+    if size > max_dataset.saturating_add(META_GROUP_ALLOWANCE) {
+        let reason = format!("a file of {size} bytes, larger than the dataset limit");
+        return Err((parse_error(reason), false));
+    }
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    dataset_bounds::check_file(&bytes, max_dataset)
+        .map_err(|refused| (parse_error(refused.to_string()), refused.in_pixel_data()))?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(bytes.get(128..).unwrap_or_default())
         .map_err(|e| (parse_error(e.to_string()), true))
 }
+
+/// What a file may hold beyond its dataset: preamble, magic and file meta group (a few hundred
+/// bytes in practice).
+const META_GROUP_ALLOWANCE: u64 = 1 << 20;
 
 /// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose
 /// header still reads, so that the failure is reported with its series.

@@ -38,8 +38,8 @@ const SYNTAXES: [&str; 10] = [
     "1.2.840.10008.1.2.2",
 ];
 
-/// The largest inflated dataset the fuzzer allows (the daemon's limit is larger; memory is not
-/// what is tested here).
+/// The largest dataset, once inflated, that the fuzzer lets the receiver and the converter hold
+/// (the daemon's limit is larger; memory is not what is tested here).
 const MAX_INFLATED: u64 = 16 << 20;
 
 /// A C-STORE dataset: described as the receiver describes it, checked against a command that
@@ -186,7 +186,11 @@ fn converted_volumes_hold(input: &[u8]) {
     let dir = scratch();
     let path = dir.join("input.dcm");
     std::fs::write(&path, input).expect("scratch file");
-    let converted = convert_paths(&[path], &ConvertOptions::default());
+    let options = ConvertOptions {
+        max_dataset_bytes: MAX_INFLATED,
+        ..ConvertOptions::default()
+    };
+    let converted = convert_paths(&[path], &options);
     for series in converted.into_iter().flatten() {
         for v in series.volumes {
             let shape = v.volume.data.shape();

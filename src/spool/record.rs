@@ -181,7 +181,7 @@ pub fn from_file(spool: &Spool, path: &Path) -> Result<InstanceRecord, SpoolErro
     };
     dataset_bounds::check_file_header(path)
         .map_err(|e| SpoolError::io(path, e))?
-        .map_err(|past| parse_error(past.to_string()))?;
+        .map_err(|refused| parse_error(refused.to_string()))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always) // as the spool writes them, and as checked
         .read_until(tags::PIXEL_DATA)
