@@ -376,10 +376,15 @@ mod tests {
 
     /// [`check_file`] with no limit on the dataset's size, so that only lengths are refused.
     fn file_checked(bytes: &[u8]) -> Result<(), PastTheEnd> {
-        check_file(bytes, u64::MAX).map_err(|refused| match refused {
+        check_file(bytes, u64::MAX).map_err(length_only)
+    }
+
+    /// The length that a check with no size limit refused.
+    fn length_only(refused: Refused) -> PastTheEnd {
+        match refused {
             Refused::PastTheEnd(past) => past,
             other => panic!("{other}"),
-        })
+        }
     }
 
     /// `dataset` checked alone and as the dataset of a part-10 file, in explicit VR little
@@ -541,12 +546,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.dcm");
         std::fs::write(&path, bytes).unwrap();
-        check_file_header(&path)
-            .unwrap()
-            .map_err(|refused| match refused {
-                Refused::PastTheEnd(past) => past,
-                other => panic!("{other}"),
-            })
+        check_file_header(&path).unwrap().map_err(length_only)
     }
 
     #[test]
