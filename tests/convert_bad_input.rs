@@ -230,10 +230,7 @@ fn a_deflated_file_that_inflates_past_the_limit_is_reported_without_holding_it()
     let tmp = tempfile::tempdir().unwrap();
     let victim = two_series_and_a_victim(tmp.path());
     let (meta, plain) = deflated_by_dcmtk(&victim);
-    let at = plain
-        .windows(6)
-        .rposition(|w| w == b"\xe0\x7f\x10\x00OW")
-        .expect("explicit VR pixel data");
+    let at = common::pixel_data_at(&plain);
     const ZEROS: usize = 1 << 30;
     let mut encoder = flate2::write::DeflateEncoder::new(meta, flate2::Compression::best());
     encoder.write_all(&plain[..at]).unwrap();
@@ -264,10 +261,7 @@ fn a_file_past_the_limit_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = two_series_and_a_victim(tmp.path());
     let plain = std::fs::read(&victim).unwrap();
-    let at = plain
-        .windows(6)
-        .rposition(|w| w == b"\xe0\x7f\x10\x00OW")
-        .expect("explicit VR pixel data");
+    let at = common::pixel_data_at(&plain);
     const VALUE: u32 = 2 << 20;
     let header = [
         &[0x09, 0x00, 0x10, 0x10][..],

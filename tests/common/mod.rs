@@ -301,14 +301,20 @@ pub fn children_peak_rss() -> u64 {
     usage.ru_maxrss as u64 * 1024
 }
 
+/// Where the top-level Pixel Data element of an explicit VR little endian dataset (or part-10
+/// file) starts: the last (7FE0,0010) header with VR OW or OB.
+pub fn pixel_data_at(bytes: &[u8]) -> usize {
+    bytes
+        .windows(6)
+        .rposition(|w| w == b"\xe0\x7f\x10\x00OW" || w == b"\xe0\x7f\x10\x00OB")
+        .expect("explicit VR pixel data")
+}
+
 /// An explicit VR little endian dataset (or part-10 file) with an element that announces 4 GiB
 /// and brings 8 bytes, inserted before its Pixel Data: dicom-rs allocates and fills what a
 /// length announces before it reads the value.
 pub fn with_long_value(bytes: &[u8]) -> Vec<u8> {
-    let at = bytes
-        .windows(6)
-        .rposition(|w| w == b"\xe0\x7f\x10\x00OW" || w == b"\xe0\x7f\x10\x00OB")
-        .expect("explicit VR pixel data");
+    let at = pixel_data_at(bytes);
     let mut hostile = bytes[..at].to_vec();
     hostile.extend_from_slice(&[0x08, 0x00, 0x00, 0x41]); // (0008,4100), a UT
     hostile.extend_from_slice(b"UT\0\0");
