@@ -158,12 +158,12 @@ fn group_files(
         match outcome {
             FileOutcome::Skipped => {}
             FileOutcome::Frames { frames, pixels } => {
-                if let (Some(bytes), Some(f)) = (pixels, frames.first()) {
+                if let Some(f) = frames.first() {
                     series
                         .entry(f.series_instance_uid.clone())
                         .or_default()
                         .pixels
-                        .insert(path.clone(), bytes);
+                        .insert(path.clone(), pixels);
                 }
                 for f in frames {
                     series

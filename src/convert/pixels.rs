@@ -1,10 +1,13 @@
 //! Decoding pixel data for frames, in the source's stored form (no rescale, no type change),
-//! with every transfer syntax dicom-pixeldata supports. Each file is opened and decoded once,
-//! however many frames or mosaic tiles it contributes.
+//! with every transfer syntax dicom-pixeldata supports. Pixels come only from what the scan
+//! kept of each file ([`Kept`]): the file is never opened again, so what is decoded is what was
+//! checked, however the file changes meanwhile. Each object is decoded once per stack, however
+//! many frames or mosaic tiles it contributes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use rayon::prelude::*;
 
@@ -31,8 +34,19 @@ pub enum PixelError {
     Colour { path: PathBuf, samples: u16 },
 }
 
-/// Stored pixel bytes of single-frame files already read while scanning, by path.
-pub type PixelCache = HashMap<PathBuf, Vec<u8>>;
+/// What the scan kept of one file for its pixels.
+#[derive(Debug)]
+pub enum Kept {
+    /// The stored bytes of an uncompressed little-endian file: the frames as they are.
+    Native(Vec<u8>),
+    /// The parsed object of any other encoding (compressed, deflated, big endian), to be
+    /// decoded when its stack is assembled. Compressed data is smaller than what it decodes
+    /// to, so keeping it costs less than keeping the decoded frames would.
+    Object(Box<DefaultDicomObject>),
+}
+
+/// What the scan kept of each file, by path.
+pub type PixelCache = HashMap<PathBuf, Kept>;
 
 /// Where a frame's pixels live: file, frame index and optional mosaic tile.
 fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
@@ -51,19 +65,24 @@ fn location(frame: &Frame) -> (&Path, u32, Option<(u32, u32)>) {
 /// bytes, one buffer per frame in the order given, rows top to bottom as in DICOM.
 pub fn decode_frames(frames: &[&Frame], cache: &PixelCache) -> Result<Vec<Vec<u8>>, PixelError> {
     let mut out = vec![Vec::new(); frames.len()];
-    let mut by_file: HashMap<&Path, Vec<usize>> = HashMap::new();
+    let mut by_object: HashMap<&Path, (&DefaultDicomObject, Vec<usize>)> = HashMap::new();
     for (i, f) in frames.iter().enumerate() {
         let (path, index, tile) = location(f);
-        if let Some(bytes) = cache.get(path) {
-            out[i] = cached_frame(path, bytes, f, index, tile)?;
-            continue;
+        match cache.get(path) {
+            Some(Kept::Native(bytes)) => out[i] = cached_frame(path, bytes, f, index, tile)?,
+            Some(Kept::Object(obj)) => by_object.entry(path).or_insert((obj, vec![])).1.push(i),
+            None => {
+                return Err(PixelError::Read {
+                    path: path.to_path_buf(),
+                    reason: "the file was not read with its series".into(),
+                });
+            }
         }
-        by_file.entry(path).or_default().push(i);
     }
-    let files: Vec<(&Path, Vec<usize>)> = by_file.into_iter().collect();
-    let decoded: Vec<Vec<(usize, Vec<u8>)>> = files
+    let objects: Vec<(&Path, (&DefaultDicomObject, Vec<usize>))> = by_object.into_iter().collect();
+    let decoded: Vec<Vec<(usize, Vec<u8>)>> = objects
         .par_iter()
-        .map(|(path, wanted)| decode_file(path, wanted, frames))
+        .map(|(path, (obj, wanted))| decode_object(path, obj, wanted, frames))
         .collect::<Result<_, _>>()?;
     for (i, bytes) in decoded.into_iter().flatten() {
         out[i] = bytes;
@@ -99,9 +118,11 @@ fn cached_frame(
     }
 }
 
-/// Opens one file and cuts out the frames (or tiles) at positions `wanted` of `frames`.
-fn decode_file(
+/// Decodes the pixel data of one file's object and cuts out the frames (or tiles) at
+/// positions `wanted` of `frames`.
+fn decode_object(
     path: &Path,
+    obj: &DefaultDicomObject,
     wanted: &[usize],
     frames: &[&Frame],
 ) -> Result<Vec<(usize, Vec<u8>)>, PixelError> {
@@ -109,7 +130,6 @@ fn decode_file(
         path: path.to_path_buf(),
         reason,
     };
-    let obj = dicom_object::open_file(path).map_err(|e| read_err(e.to_string()))?;
     let px = obj
         .decode_pixel_data()
         .map_err(|e| read_err(e.to_string()))?;

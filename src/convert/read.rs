@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::attrs::{self, Object};
 use super::frame::Frame;
+use super::pixels::Kept;
 use super::{classic, enhanced, meta, mosaic};
 use crate::dataset_bounds;
 
@@ -32,12 +33,10 @@ pub enum ReadError {
 /// What became of one input file.
 #[derive(Debug)]
 pub enum FileOutcome {
-    /// An image: its frames (several for multi-frame encodings), and for a single-frame
-    /// uncompressed little-endian file its stored pixel bytes, so they are not read twice.
-    Frames {
-        frames: Vec<Frame>,
-        pixels: Option<Vec<u8>>,
-    },
+    /// An image: its frames (several for multi-frame encodings) and what was kept of the file
+    /// for its pixels, so that they are decoded from the bytes checked here and the file is
+    /// never read again.
+    Frames { frames: Vec<Frame>, pixels: Kept },
     /// Not something to convert (not DICOM, DICOMDIR, presentation state, other non-image).
     Skipped,
     /// A DICOM image we could not read; `series` is its SeriesInstanceUID when the header said.
@@ -69,15 +68,6 @@ pub fn read_files(paths: &[PathBuf], max_dataset: u64) -> Vec<(PathBuf, FileOutc
         .collect()
 }
 
-/// True when the file carries the DICOM Part 10 preamble and magic.
-fn has_dicom_magic(path: &Path) -> bool {
-    let mut head = [0u8; 132];
-    match File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
-        Ok(()) => &head[128..132] == b"DICM",
-        Err(_) => false,
-    }
-}
-
 /// SOP classes that are never volumes even though they are DICOM: directories, presentation
 /// states, reports, documents, and vendors' private (non-standard) classes such as Philips'
 /// private raw-data objects, which carry Rows/Columns but no image geometry.
@@ -95,20 +85,37 @@ fn is_non_image_class(uid: &str) -> bool {
     PREFIXES.iter().any(|p| uid.starts_with(p))
 }
 
-/// One file: skipped, frames, or a clear error.
+/// One file: skipped, frames, or a clear error. The file is opened and read once.
 pub fn read_file(path: &Path, max_dataset: u64) -> FileOutcome {
-    if !has_dicom_magic(path) {
-        return FileOutcome::Skipped;
-    }
-    let file = match opened(path, max_dataset) {
-        Ok(f) => f,
-        Err((error, header_readable)) => {
+    let parse_error = |reason: String| ReadError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = match part10_bytes(path, max_dataset) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return FileOutcome::Skipped,
+        Err(reason) => {
             return FileOutcome::Failed {
-                series: header_readable.then(|| series_of_damaged(path)).flatten(),
-                error,
+                series: None,
+                error: parse_error(reason),
             };
         }
     };
+    let file = match parsed(&bytes, max_dataset) {
+        Ok(f) => f,
+        Err((reason, header_readable)) => {
+            return FileOutcome::Failed {
+                series: header_readable.then(|| series_of_damaged(&bytes)).flatten(),
+                error: parse_error(reason),
+            };
+        }
+    };
+    drop(bytes);
+    image_outcome(path, file)
+}
+
+/// Frames and kept pixels of a parsed file, or why it is skipped or failed.
+fn image_outcome(path: &Path, file: DefaultDicomObject) -> FileOutcome {
     let class = file
         .meta()
         .media_storage_sop_class_uid
@@ -120,45 +127,73 @@ pub fn read_file(path: &Path, max_dataset: u64) -> FileOutcome {
     if attrs::int(obj, tags::ROWS).is_none() || attrs::int(obj, tags::COLUMNS).is_none() {
         return FileOutcome::Skipped;
     }
-    let series = attrs::text(obj, tags::SERIES_INSTANCE_UID);
     match frames_of(path, obj) {
-        Ok(frames) => {
-            let native = NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax());
-            let pixels = native
-                .then(|| obj.get(tags::PIXEL_DATA))
-                .flatten()
-                .and_then(|e| e.to_bytes().ok())
-                .map(|b| b.into_owned());
-            FileOutcome::Frames { frames, pixels }
-        }
-        Err(error) => FileOutcome::Failed { series, error },
+        Ok(frames) => FileOutcome::Frames {
+            frames,
+            pixels: kept_pixels(file),
+        },
+        Err(error) => FileOutcome::Failed {
+            series: attrs::text(obj, tags::SERIES_INSTANCE_UID),
+            error,
+        },
     }
 }
 
-/// Reads the whole file and parses it, once its lengths are known to fit in it
-/// ([`dataset_bounds::check_file`]: a corrupt length would otherwise make the parser allocate
-/// up to 4 GiB before it fails) and its dataset to be at most `max_dataset` bytes. On failure,
-/// also whether the header before the pixel data can still be read safely, to name the series
-/// that failed.
-fn opened(path: &Path, max_dataset: u64) -> Result<DefaultDicomObject, (ReadError, bool)> {
-    let parse_error = |reason: String| ReadError::Parse {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let io_error = |e: std::io::Error| (parse_error(e.to_string()), false);
-    // Refused before it is read: the meta group the limit does not count is far below this.
-    let size = std::fs::metadata(path).map_err(io_error)?.len();
-    if size > max_dataset.saturating_add(META_GROUP_ALLOWANCE) {
-        let reason = format!("a file of {size} bytes, larger than the dataset limit");
-        return Err((parse_error(reason), false));
+/// The stored bytes of a native little-endian file (the rest of the object is dropped), or
+/// the whole object of any other encoding, whose pixel data is decoded when it is stacked.
+fn kept_pixels(file: DefaultDicomObject) -> Kept {
+    if NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax()) {
+        let bytes = file.get(tags::PIXEL_DATA).and_then(|e| e.to_bytes().ok());
+        if let Some(bytes) = bytes {
+            return Kept::Native(bytes.into_owned());
+        }
     }
-    let bytes = std::fs::read(path).map_err(io_error)?;
-    dataset_bounds::check_file(&bytes, max_dataset)
-        .map_err(|refused| (parse_error(refused.to_string()), refused.in_pixel_data()))?;
+    Kept::Object(Box::new(file))
+}
+
+/// The whole of a DICOM Part 10 file (preamble and magic included), read through one open
+/// file handle; `None` when it is not one (no magic, shorter than the preamble, or not
+/// readable at all), so that other files in a folder are skipped without being read. A file
+/// larger than `max_dataset` plus the meta group's allowance is refused before it is read,
+/// and one that grows past it while being read is refused too.
+fn part10_bytes(path: &Path, max_dataset: u64) -> Result<Option<Vec<u8>>, String> {
+    let Ok(mut file) = File::open(path) else {
+        return Ok(None);
+    };
+    let mut head = [0u8; 132];
+    if file.read_exact(&mut head).is_err() || &head[128..132] != b"DICM" {
+        return Ok(None);
+    }
+    let limit = max_dataset.saturating_add(META_GROUP_ALLOWANCE);
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size > limit {
+        return Err(format!(
+            "a file of {size} bytes, larger than the dataset limit"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    bytes.extend_from_slice(&head);
+    let read = (&mut file)
+        .take(limit - head.len() as u64 + 1)
+        .read_to_end(&mut bytes);
+    read.map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err("a file that grew past the dataset limit while it was read".into());
+    }
+    Ok(Some(bytes))
+}
+
+/// Parses a whole file once its lengths are known to fit in it ([`dataset_bounds::check_file`]:
+/// a corrupt length would otherwise make the parser allocate up to 4 GiB before it fails) and
+/// its dataset to be at most `max_dataset` bytes. On failure, also whether the header before
+/// the pixel data can still be read safely, to name the series that failed.
+fn parsed(bytes: &[u8], max_dataset: u64) -> Result<DefaultDicomObject, (String, bool)> {
+    dataset_bounds::check_file(bytes, max_dataset)
+        .map_err(|refused| (refused.to_string(), refused.in_pixel_data()))?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(bytes.get(128..).unwrap_or_default())
-        .map_err(|e| (parse_error(e.to_string()), true))
+        .map_err(|e| (e.to_string(), true))
 }
 
 /// What a file may hold beyond its dataset: preamble, magic and file meta group (a few hundred
@@ -166,11 +201,12 @@ fn opened(path: &Path, max_dataset: u64) -> Result<DefaultDicomObject, (ReadErro
 const META_GROUP_ALLOWANCE: u64 = 1 << 20;
 
 /// The SeriesInstanceUID of a file whose pixel data is damaged (truncated, say) but whose
-/// header still reads, so that the failure is reported with its series.
-fn series_of_damaged(path: &Path) -> Option<String> {
+/// header, already checked, still reads, so that the failure is reported with its series.
+fn series_of_damaged(bytes: &[u8]) -> Option<String> {
     let header = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
         .read_until(tags::PIXEL_DATA)
-        .open_file(path)
+        .from_reader(bytes.get(128..).unwrap_or_default())
         .ok()?;
     attrs::text(&header, tags::SERIES_INSTANCE_UID)
 }
