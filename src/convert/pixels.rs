@@ -39,9 +39,10 @@ pub enum PixelError {
 pub enum Kept {
     /// The stored bytes of an uncompressed little-endian file: the frames as they are.
     Native(Vec<u8>),
-    /// The parsed object of any other encoding (compressed, deflated, big endian), to be
-    /// decoded when its stack is assembled. Compressed data is smaller than what it decodes
-    /// to, so keeping it costs less than keeping the decoded frames would.
+    /// The parsed object of any other encoding (compressed, deflated, big endian), cut down to
+    /// its image pixel module and pixel data, to be decoded when its stack is assembled.
+    /// Compressed data is smaller than what it decodes to, so keeping it costs less than
+    /// keeping the decoded frames would.
     Object(Box<DefaultDicomObject>),
 }
 

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dicom_core::header::Header;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -139,15 +140,18 @@ fn image_outcome(path: &Path, file: DefaultDicomObject) -> FileOutcome {
     }
 }
 
-/// The stored bytes of a native little-endian file (the rest of the object is dropped), or
-/// the whole object of any other encoding, whose pixel data is decoded when it is stacked.
-fn kept_pixels(file: DefaultDicomObject) -> Kept {
+/// The stored bytes of a native little-endian file, or for any other encoding the object cut
+/// down to what decoding its pixel data reads (the image pixel module, group 0028, and the
+/// pixel data), decoded when it is stacked. The rest of the header is dropped either way: a
+/// vendor's private header can be larger in memory than the compressed pixels.
+fn kept_pixels(mut file: DefaultDicomObject) -> Kept {
     if NATIVE_LITTLE_ENDIAN.contains(&file.meta().transfer_syntax()) {
         let bytes = file.get(tags::PIXEL_DATA).and_then(|e| e.to_bytes().ok());
         if let Some(bytes) = bytes {
             return Kept::Native(bytes.into_owned());
         }
     }
+    file.retain(|e| e.tag().group() == 0x0028 || e.tag() == tags::PIXEL_DATA);
     Kept::Object(Box::new(file))
 }
 
