@@ -1,7 +1,8 @@
 //! Bad input gets a clear per-series error and never a panic; good series beside it still
 //! convert. Inputs are real files from ../shared copied into a temporary folder and damaged
-//! there: a truncated file, a slice missing in the middle, one slice with another orientation,
-//! a length far past the end of its file, and folders holding only non-image objects or garbage.
+//! there: a truncated file, a compressed file its decoder panics on, a slice missing in the
+//! middle, one slice with another orientation, a length far past the end of its file, and
+//! folders holding only non-image objects or garbage.
 
 mod common;
 
@@ -103,6 +104,70 @@ fn truncated_file_fails_its_series_and_spares_the_other() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
     assert!(stderr.contains(&name), "{stderr}");
+    assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
+}
+
+/// Replaces `victim` with its RLE encoding by DCMTK (`dcmcrle`), damaged: the second segment's
+/// offset in the RLE header is moved to two bytes after the first's, so that the first segment
+/// decodes to far fewer bytes than a plane of the frame. dicom-transfer-syntax-registry 0.10's
+/// RLE reader then indexes past them and panics (found by fuzzing `convert_file`).
+fn rle_with_a_short_segment(victim: &Path) {
+    let encoded = victim.with_extension("rle");
+    let o = Command::new("dcmcrle")
+        .arg(victim)
+        .arg(&encoded)
+        .output()
+        .expect("DCMTK dcmcrle is needed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut bytes = std::fs::read(&encoded).unwrap();
+    std::fs::remove_file(&encoded).unwrap();
+    // Pixel Data (12 bytes), the basic offset table's item, then the first fragment's item
+    // header (8 bytes) and its 64-byte RLE header: segment count, then segment offsets.
+    let at = common::pixel_data_at(&bytes);
+    let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let rle_header = at + 20 + word(&bytes, at + 16) as usize + 8;
+    assert_eq!(word(&bytes, rle_header), 2, "16-bit data: two segments");
+    let first = word(&bytes, rle_header + 4);
+    bytes[rle_header + 8..rle_header + 12].copy_from_slice(&(first + 2).to_le_bytes());
+    std::fs::write(victim, bytes).unwrap();
+}
+
+#[test]
+fn a_file_whose_decoder_panics_fails_its_series_and_spares_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = two_series_and_a_victim(tmp.path());
+    rle_with_a_short_segment(&victim);
+    let results = run(&all_files(tmp.path()));
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "the intact series converts");
+    let intact = series_shape(&tmp.path().join("r3"));
+    assert_eq!(ok[0].volumes[0].volume.data.shape(), &intact[..]);
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        errors[0].contains(&name) && errors[0].contains("the decoder failed"),
+        "the error names the file and what failed: {}",
+        errors[0]
+    );
+
+    // The CLI converts the good series, reports the bad one without a panic's trace, exits 0.
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(tmp.path())
+        .arg(&out)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
+    assert!(stderr.contains(&name), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
 }
 
