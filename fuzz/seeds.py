@@ -9,8 +9,11 @@ they are written outside the repository (fuzz/corpus is ignored) and never commi
 import hashlib
 import pathlib
 import re
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -26,10 +29,23 @@ SYNTAXES = syntaxes()
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 MAX_SEED = 1 << 20
 
+# DCMTK's encoders, so that the converter's decoders (JPEG-LS, JPEG lossless, RLE) and the
+# deflated reader are fuzzed from real encoded data, not only reached by chance.
+COMPRESSORS = [
+    ("dcmcjpls", ["+el"]),
+    ("dcmcjpeg", ["+e1"]),
+    ("dcmcrle", []),
+    ("dcmconv", ["+td"]),
+]
+
 
 def part10(path):
     """(transfer syntax, dataset bytes) of a part-10 file, or None."""
-    raw = path.read_bytes()
+    return part10_bytes(path.read_bytes())
+
+
+def part10_bytes(raw):
+    """(transfer syntax, dataset bytes) of a part-10 file's bytes, or None."""
     if len(raw) < 144 or raw[128:132] != b"DICM":
         return None
     group_len = struct.unpack_from("<I", raw, 140)[0]
@@ -101,6 +117,30 @@ def p_data(context, control, data):
     return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
 
 
+def compressed(path):
+    """The part-10 bytes of `path` re-encoded by each of COMPRESSORS found on PATH."""
+    encoded = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tool, args in COMPRESSORS:
+            dst = pathlib.Path(tmp) / tool
+            if shutil.which(tool) is None:
+                continue
+            done = subprocess.run([tool, *args, str(path), str(dst)], capture_output=True)
+            if done.returncode == 0 and dst.stat().st_size <= MAX_SEED:
+                encoded.append(dst.read_bytes())
+    return encoded
+
+
+def write_file_seeds(out, raw):
+    """A part-10 file as a seed of every target that reads files, and its dataset as one of
+    c_store_dataset when the receiver accepts its transfer syntax."""
+    for target in ("spool_file_converted", "convert_file", "spool_file_read_back"):
+        write(out, target, raw)
+    ts, dataset = part10_bytes(raw)
+    if ts in SYNTAXES and len(dataset) <= MAX_SEED:
+        write(out, "c_store_dataset", bytes([SYNTAXES.index(ts)]) + dataset)
+
+
 def write(out, target, data):
     d = out / target
     d.mkdir(parents=True, exist_ok=True)
@@ -111,18 +151,15 @@ def main():
     shared, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     for folder in sorted(p for p in shared.iterdir() if p.is_dir()):
         files = sorted(p for p in folder.rglob("*") if p.is_file())
+        encoded = False
         for path in files[:: max(1, len(files) // 6)]:
-            if path.stat().st_size > 4 * MAX_SEED:
+            if path.stat().st_size > 4 * MAX_SEED or part10(path) is None:
                 continue
-            got = part10(path)
-            if got is None:
-                continue
-            ts, dataset = got
-            write(out, "spool_file_converted", path.read_bytes())
-            write(out, "convert_file", path.read_bytes())
-            write(out, "spool_file_read_back", path.read_bytes())
-            if ts in SYNTAXES and len(dataset) <= MAX_SEED:
-                write(out, "c_store_dataset", bytes([SYNTAXES.index(ts)]) + dataset)
+            write_file_seeds(out, path.read_bytes())
+            if not encoded and path.stat().st_size <= MAX_SEED:
+                for raw in compressed(path):
+                    write_file_seeds(out, raw)
+                encoded = True
     command = c_store_command("1.2.3.4.5")
     write(out, "command_set", command)
     write(out, "command_set", us_element(0x0100, 0x0030) + us_element(0x0110, 1))
