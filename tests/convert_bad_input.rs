@@ -75,10 +75,17 @@ fn truncated_file_fails_its_series_and_spares_the_other() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let results = run(&all_files(tmp.path()));
+    only_the_victims_series_fails(tmp.path(), &victim);
+    cli_reports_the_victim(tmp.path(), &victim);
+}
+
+/// Converts everything under `dir` (from [`two_series_and_a_victim`]): the intact series must
+/// convert to its full shape and exactly one series fail, naming `victim`; returns that error.
+fn only_the_victims_series_fails(dir: &Path, victim: &Path) -> String {
+    let results = run(&all_files(dir));
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(ok.len(), 1, "the intact series converts");
-    let intact = series_shape(&tmp.path().join("r3"));
+    let intact = series_shape(&dir.join("r3"));
     assert_eq!(ok[0].volumes[0].volume.data.shape(), &intact[..]);
     let errors: Vec<String> = results
         .iter()
@@ -86,25 +93,32 @@ fn truncated_file_fails_its_series_and_spares_the_other() {
         .map(|e| e.to_string())
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let name = victim.file_name().unwrap().to_string_lossy();
     assert!(
-        errors[0].contains(&name),
+        errors[0].contains(&*name),
         "error names the file: {}",
         errors[0]
     );
+    errors[0].clone()
+}
 
-    // The CLI converts the good series, reports the bad one and exits 0.
-    let out = tmp.path().join("out");
+/// `brainaged convert` of `dir` (with backtraces asked for): it converts the intact series,
+/// reports `victim`'s and exits 0; returns what it wrote to stderr.
+fn cli_reports_the_victim(dir: &Path, victim: &Path) -> String {
+    let out = dir.join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
         .arg("convert")
-        .arg(tmp.path())
+        .arg(dir)
         .arg(&out)
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
-    assert!(stderr.contains(&name), "{stderr}");
+    let name = victim.file_name().unwrap().to_string_lossy();
+    assert!(stderr.contains(&*name), "{stderr}");
     assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
+    stderr
 }
 
 /// Replaces `victim` with its RLE encoding by DCMTK (`dcmcrle`), damaged: the second segment's
@@ -137,38 +151,10 @@ fn a_file_whose_decoder_panics_fails_its_series_and_spares_the_other() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = two_series_and_a_victim(tmp.path());
     rle_with_a_short_segment(&victim);
-    let results = run(&all_files(tmp.path()));
-    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(ok.len(), 1, "the intact series converts");
-    let intact = series_shape(&tmp.path().join("r3"));
-    assert_eq!(ok[0].volumes[0].volume.data.shape(), &intact[..]);
-    let errors: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        errors[0].contains(&name) && errors[0].contains("the decoder failed"),
-        "the error names the file and what failed: {}",
-        errors[0]
-    );
-
-    // The CLI converts the good series, reports the bad one without a panic's trace, exits 0.
-    let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
-        .arg("convert")
-        .arg(tmp.path())
-        .arg(&out)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
-    assert!(stderr.contains(&name), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
+    let error = only_the_victims_series_fails(tmp.path(), &victim);
+    assert!(error.contains("the decoder failed"), "{error}");
+    let stderr = cli_reports_the_victim(tmp.path(), &victim);
+    assert!(!stderr.contains("panicked"), "no panic's trace: {stderr}");
 }
 
 #[test]
