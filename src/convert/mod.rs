@@ -13,6 +13,7 @@ pub mod attrs;
 pub mod classic;
 pub mod classify;
 pub mod csa;
+mod decode_guard;
 pub mod enhanced;
 pub mod frame;
 pub mod ge;

@@ -4,16 +4,13 @@
 //! checked, however the file changes meanwhile. Each object is decoded once per stack, however
 //! many frames or mosaic tiles it contributes.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{DecodedPixelData, PixelDecoder};
 use rayon::prelude::*;
 
+use super::decode_guard::decoded;
 use super::frame::{Frame, PixelSource};
 
 /// Why pixel data could not be had.
@@ -185,63 +182,6 @@ fn decode_object(
         out.push((i, bytes));
     }
     Ok(out)
-}
-
-/// An object's pixel data, decoded. The decoders are other crates' code, and some panic on
-/// malformed compressed data (dicom-transfer-syntax-registry 0.10's RLE reader indexes past a
-/// segment that decodes short, found by fuzzing): the panic is caught here and becomes this
-/// file's error, so that one damaged file fails its series, not the conversion of the others
-/// nor the process.
-fn decoded(obj: &DefaultDicomObject) -> Result<DecodedPixelData<'_>, String> {
-    quiet_decoder_panics();
-    DECODER_PANIC.with(|p| p.borrow_mut().take());
-    DECODING.with(|d| d.set(true));
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()));
-    DECODING.with(|d| d.set(false));
-    match result {
-        Ok(decoded) => decoded.map_err(|e| e.to_string()),
-        Err(_) => {
-            let what = DECODER_PANIC.with(|p| p.borrow_mut().take());
-            Err(format!(
-                "the decoder failed on malformed pixel data ({})",
-                what.unwrap_or_default()
-            ))
-        }
-    }
-}
-
-thread_local! {
-    /// Set while this thread runs a decoder inside [`decoded`].
-    static DECODING: Cell<bool> = const { Cell::new(false) };
-    /// What the last decoder panic on this thread said, and where.
-    static DECODER_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Installs, once, a panic hook that keeps a decoder's panic inside [`decoded`] for its error
-/// message instead of printing it (it is caught, and reported with the file it came from), and
-/// hands every other panic to the hook installed before it, unchanged.
-fn quiet_decoder_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !DECODING.with(Cell::get) {
-                return previous(info);
-            }
-            let at = info.location().map(|l| {
-                let file = Path::new(l.file()).file_name().unwrap_or_default();
-                format!(" at {}:{}", file.to_string_lossy(), l.line())
-            });
-            let message = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            let what = format!("{message}{}", at.unwrap_or_default());
-            DECODER_PANIC.with(|p| *p.borrow_mut() = Some(what));
-        }));
-    });
 }
 
 /// One `rows` × `cols` tile of a mosaic whose full width is `mosaic_cols` pixels.
