@@ -49,9 +49,10 @@ const J2K_LOSSY: &str = "1.2.840.10008.1.2.4.91";
 
 /// pydicom + pylibjpeg-openjpeg: JPEG 2000, lossless (`1`) or lossy at 10:1 (`0`), for each
 /// (source, destination) pair that follows; one process for the whole folder. The SOP Instance
-/// UIDs are kept, as DCMTK keeps them: pydicom would draw new ones, and where several images
-/// share a slice position the converter orders them by UID last, which would change which of
-/// GE's per-image orientations (equal to 1e-7) anchors the affine.
+/// UIDs are kept, as DCMTK keeps them: pydicom would draw new ones, and the converter takes a
+/// series' orientation from its image with the lowest SOP Instance UID (the order in which it
+/// drops duplicates), so new UIDs would change which of GE's per-image orientations (equal to
+/// 1e-7) anchors the affine.
 const J2K: &str = r#"
 import sys, pydicom
 from pydicom.uid import JPEG2000Lossless, JPEG2000
