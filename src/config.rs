@@ -53,6 +53,11 @@ pub struct PipelineConfig {
     /// How often an idle worker looks for a job, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// How many times a job may be started. A job the daemon died running is run again at the
+    /// next start, unless it had been started this many times: then it is failed, so that a
+    /// series that crashes the daemon cannot keep restarting it.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +66,7 @@ impl Default for PipelineConfig {
             workers: default_workers(),
             output_dir: None,
             poll_interval_ms: default_poll_ms(),
+            max_attempts: default_max_attempts(),
         }
     }
 }
@@ -215,6 +221,9 @@ fn default_stable_after() -> u64 {
 }
 fn default_poll_ms() -> u64 {
     500
+}
+fn default_max_attempts() -> u32 {
+    3
 }
 fn default_providers() -> Vec<String> {
     vec!["cuda".into(), "cpu".into()]

@@ -46,11 +46,17 @@ fn dcm2niix(input: &Path, out: &Path) {
 /// A fresh database, and a daemon that completes series after 1 s and converts them into
 /// `derived/` of the returned directory.
 async fn converting_daemon() -> (Db, tempfile::TempDir, Daemon) {
+    converting_daemon_with(&[]).await
+}
+
+/// [`converting_daemon`] with more configuration overrides.
+async fn converting_daemon_with(extra: &[(&str, &str)]) -> (Db, tempfile::TempDir, Daemon) {
     let (db, url) = Db::connect_for_test().await.expect("test database");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("derived").display().to_string();
     let mut env = FAST.to_vec();
     env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
+    env.extend_from_slice(extra);
     let daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
     (db, tmp, daemon)
 }
@@ -176,27 +182,40 @@ async fn job_states(db: &Db) -> Vec<String> {
         .unwrap()
 }
 
+/// Waits until the only job runs for the `attempt`th time, then kills the daemon (kill -9).
+async fn kill_during_attempt(db: &Db, daemon: &mut Daemon, attempt: i32) {
+    for _ in 0..30_000 {
+        let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT state, attempts FROM jobs")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        if let [(state, attempts)] = jobs.as_slice()
+            && state == "running"
+            && *attempts == attempt
+        {
+            daemon.kill9();
+            return;
+        }
+        assert!(
+            jobs.iter()
+                .all(|(state, _)| state == "queued" || state == "running"),
+            "the job ended before it could be interrupted: {jobs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!(
+        "the job never started attempt {attempt}:\n{}",
+        daemon.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
     let (db, tmp, mut daemon) = converting_daemon().await;
     // 2040 slices: a conversion long enough to be caught running.
     let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
     assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    let mut caught = false;
-    for _ in 0..30_000 {
-        let states = job_states(&db).await;
-        if states == ["running"] {
-            daemon.kill9();
-            caught = true;
-            break;
-        }
-        assert!(
-            states.is_empty() || states == ["queued"],
-            "the job ended before it could be interrupted: {states:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    assert!(caught, "the job never started:\n{}", daemon.log_text());
+    kill_during_attempt(&db, &mut daemon, 1).await;
     assert_eq!(
         job_states(&db).await,
         ["running"],
@@ -253,5 +272,67 @@ async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
         volume.data.shape()
     );
     assert!(Path::new(bvec.as_ref().expect("bvec")).exists());
+    assert!(daemon.terminate().success());
+}
+
+/// A series whose job kills the daemon each time it runs (here kill -9, as a crashing decoder or
+/// the out-of-memory killer would) does not restart it in a loop: once the daemon has died
+/// running it `max_attempts` times, the next start fails the job with the reason instead of
+/// running it again, and goes on receiving and converting other series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
+    let (db, _tmp, mut daemon) =
+        converting_daemon_with(&[("BRAINAGED__PIPELINE__MAX_ATTEMPTS", "2")]).await;
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    kill_during_attempt(&db, &mut daemon, 1).await;
+    daemon.restart();
+    kill_during_attempt(&db, &mut daemon, 2).await;
+
+    daemon.restart();
+    let (state, attempts, error): (String, i32, Option<String>) =
+        sqlx::query_as("SELECT state, attempts, error FROM jobs")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("failed", 2),
+        "{}",
+        daemon.log_text()
+    );
+    let error = error.expect("the reason is recorded");
+    assert!(error.contains("stopped 2 times"), "{error}");
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("failed=1") && l.contains("not run again")),
+        "the start says it failed the job:\n{log}"
+    );
+
+    // Still receiving and converting; the failed job is not picked up again meanwhile.
+    let other = dicom_folder("ge-dwi-tensor-r2");
+    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
+    wait_jobs(&db, 2).await;
+    let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT state, attempts FROM jobs ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs,
+        [("failed".to_string(), 2), ("done".to_string(), 1)],
+        "{}",
+        daemon.log_text()
+    );
+    let converted: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT series_instance_uid FROM conversions")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        converted.len(),
+        1,
+        "only the other series is converted: {converted:?}"
+    );
     assert!(daemon.terminate().success());
 }

@@ -165,9 +165,49 @@ async fn jobs_left_running_are_requeued() {
     let job = db.claim_job(&kinds).await.unwrap().expect("a job");
     assert!(db.claim_job(&kinds).await.unwrap().is_none());
     // The daemon "dies" here; its successor requeues the job and claims it again.
-    assert_eq!(db.requeue_orphaned_jobs().await.unwrap(), 1);
+    let orphans = db.requeue_orphaned_jobs(3).await.unwrap();
+    assert_eq!((orphans.requeued, orphans.abandoned), (1, 0));
     let again = db.claim_job(&kinds).await.unwrap().expect("requeued job");
     assert_eq!((again.id, again.attempts), (job.id, 2));
+}
+
+/// A job the daemon died running as many times as it may start one is failed with the reason,
+/// not queued a fourth time; another job left running beside it is requeued.
+#[tokio::test]
+async fn a_job_the_daemon_died_running_too_often_is_failed() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    for series in ["1.2.3.p", "1.2.3.q"] {
+        db.index_instance(&record(series, &format!("{series}.0")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(db.complete_stable_series(1).await.unwrap().len(), 2);
+    let kinds = vec![PROCESS_SERIES.to_string()];
+    // The first job is started and "dies" twice, then runs a third time beside the second job.
+    let first = db.claim_job(&kinds).await.unwrap().expect("a job");
+    for _ in 0..2 {
+        let orphans = db.requeue_orphaned_jobs(3).await.unwrap();
+        assert_eq!((orphans.requeued, orphans.abandoned), (1, 0));
+        assert_eq!(db.claim_job(&kinds).await.unwrap().unwrap().id, first.id);
+    }
+    let second = db.claim_job(&kinds).await.unwrap().expect("the second job");
+    assert_eq!(second.attempts, 1);
+
+    let orphans = db.requeue_orphaned_jobs(3).await.unwrap();
+    assert_eq!((orphans.requeued, orphans.abandoned), (1, 1));
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM jobs WHERE id = $1")
+            .bind(first.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    let error = error.expect("the reason");
+    assert!(error.contains("stopped 3 times"), "{error}");
+    let again = db.claim_job(&kinds).await.unwrap().expect("the second job");
+    assert_eq!((again.id, again.attempts), (second.id, 2));
+    assert!(db.claim_job(&kinds).await.unwrap().is_none());
 }
 
 /// Everything the index holds, as comparable text: instances, series, studies and patients.

@@ -79,11 +79,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(c) = cluster.as_mut() {
         c.adopt();
     }
-    let requeued = db.requeue_orphaned_jobs().await?;
-    if requeued > 0 {
+    let max_attempts = i32::try_from(config.pipeline.max_attempts.max(1)).unwrap_or(i32::MAX);
+    let orphans = db.requeue_orphaned_jobs(max_attempts).await?;
+    if orphans.requeued > 0 {
         info!(
-            requeued,
+            requeued = orphans.requeued,
             "jobs left running by a previous daemon were requeued"
+        );
+    }
+    if orphans.abandoned > 0 {
+        warn!(
+            failed = orphans.abandoned,
+            max_attempts,
+            "jobs the daemon had died running as often as it may start one were failed, not run again"
         );
     }
     let spool = Spool::open(&config.spool.dir)

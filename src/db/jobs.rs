@@ -18,6 +18,15 @@ pub struct CompletedSeries {
     pub version: i32,
 }
 
+/// What start-up did with the jobs a daemon that died left running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Orphans {
+    /// Put back in the queue, to run again.
+    pub requeued: u64,
+    /// Failed: the daemon had died running each of them as many times as it may start a job.
+    pub abandoned: u64,
+}
+
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -121,14 +130,33 @@ impl Db {
         Ok(())
     }
 
-    /// Puts jobs left running by a daemon that died back in the queue. Called at start-up, when
-    /// no worker of this daemon can be running yet.
-    pub async fn requeue_orphaned_jobs(&self) -> Result<u64, DbError> {
-        let done = sqlx::query!(
+    /// Puts the jobs a daemon that died left running back in the queue, except those it had
+    /// already started `max_attempts` times, which are failed with the reason. A job that kills
+    /// the daemon whenever it runs (a decoder crashing on a file, the out-of-memory killer)
+    /// would otherwise restart it in a loop, and every restart drops the associations in
+    /// flight. Called at start-up, when no worker of this daemon can be running yet.
+    pub async fn requeue_orphaned_jobs(&self, max_attempts: i32) -> Result<Orphans, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let abandoned = sqlx::query!(
+            r#"UPDATE jobs SET state = 'failed', finished_at = now(),
+                   error = format('the daemon stopped %s times while running this job (a crash, '
+                                  'a kill or the out-of-memory killer); not run again', attempts)
+               WHERE state = 'running' AND attempts >= $1"#,
+            max_attempts
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let requeued = sqlx::query!(
             "UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'"
         )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Orphans {
+            requeued,
+            abandoned,
+        })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A job that fails is marked failed with its error and the worker goes on; a worker stops
 //! between jobs when shutdown is requested, and a job it never finished (the daemon was killed)
-//! is requeued at the next start (`Db::requeue_orphaned_jobs`).
+//! is requeued at the next start, or failed once the daemon has died running it
+//! `pipeline.max_attempts` times (`Db::requeue_orphaned_jobs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
