@@ -54,8 +54,8 @@ pub struct PipelineConfig {
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
     /// How many times a job may be started. A job the daemon died running is run again at the
-    /// next start, unless it had been started this many times: then it is failed, so that a
-    /// series that crashes the daemon cannot keep restarting it.
+    /// next start, unless it had been started this many times: then it is failed, so that no
+    /// series can keep the daemon restarting.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
 }

@@ -39,6 +39,9 @@ enum Command {
     Models(cmd::models::Args),
     /// Sample a joint-diffusion model, optionally conditioned on known variables.
     Sample(cmd::sample::Args),
+    /// The daemon's converter child: one series, request on stdin, answer on stdout (JSON).
+    #[command(hide = true)]
+    ConvertJob,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Prepare(a) => cmd::prepare::run(a),
         Command::Models(a) => cmd::models::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::ConvertJob => cmd::convert_job::run(),
     };
     match result {
         Ok(code) => code,

@@ -182,8 +182,42 @@ async fn job_states(db: &Db) -> Vec<String> {
         .unwrap()
 }
 
-/// Waits until the only job runs for the `attempt`th time, then kills the daemon (kill -9).
-async fn kill_during_attempt(db: &Db, daemon: &mut Daemon, attempt: i32) {
+/// The converter child process the daemon runs for a job, if one is running: a process whose
+/// parent is the daemon and whose command line names `convert-job`.
+fn converter_of(daemon_pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: the command name may hold spaces, so read after its ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let named = cmdline.split(|b| *b == 0).any(|arg| arg == b"convert-job");
+            (ppid == daemon_pid && named).then_some(pid)
+        })
+}
+
+/// Waits up to 60 s for the daemon's converter child to start, and returns its process ID.
+async fn wait_converter(daemon: &Daemon) -> u32 {
+    for _ in 0..30_000 {
+        if let Some(pid) = converter_of(daemon.pid()) {
+            return pid;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("no converter process started:\n{}", daemon.log_text());
+}
+
+/// Waits until the only job runs for the `attempt`th time.
+async fn wait_running(db: &Db, daemon: &Daemon, attempt: i32) {
     for _ in 0..30_000 {
         let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT state, attempts FROM jobs")
             .fetch_all(db.pool())
@@ -193,7 +227,6 @@ async fn kill_during_attempt(db: &Db, daemon: &mut Daemon, attempt: i32) {
             && state == "running"
             && *attempts == attempt
         {
-            daemon.kill9();
             return;
         }
         assert!(
@@ -209,13 +242,40 @@ async fn kill_during_attempt(db: &Db, daemon: &mut Daemon, attempt: i32) {
     );
 }
 
+/// Waits until the only job runs for the `attempt`th time, then kills the daemon (kill -9).
+async fn kill_during_attempt(db: &Db, daemon: &mut Daemon, attempt: i32) {
+    wait_running(db, daemon, attempt).await;
+    daemon.kill9();
+}
+
+/// Whether process `pid` ends (or is left a zombie) within 5 s.
+fn wait_dead(pid: u32) -> bool {
+    wait_until(5, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
     let (db, tmp, mut daemon) = converting_daemon().await;
     // 2040 slices: a conversion long enough to be caught running.
     let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
     assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    kill_during_attempt(&db, &mut daemon, 1).await;
+    wait_running(&db, &daemon, 1).await;
+    let converter = wait_converter(&daemon).await;
+    // Stopped, the converter cannot finish on its own: only the daemon's death can end it now.
+    unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
+    daemon.kill9();
+    let died = wait_dead(converter);
+    if !died {
+        unsafe { libc::kill(converter as i32, libc::SIGKILL) };
+    }
+    assert!(died, "the converter outlived the killed daemon");
     assert_eq!(
         job_states(&db).await,
         ["running"],
@@ -275,10 +335,10 @@ async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
     assert!(daemon.terminate().success());
 }
 
-/// A series whose job kills the daemon each time it runs (here kill -9, as a crashing decoder or
-/// the out-of-memory killer would) does not restart it in a loop: once the daemon has died
-/// running it `max_attempts` times, the next start fails the job with the reason instead of
-/// running it again, and goes on receiving and converting other series.
+/// A series whose job the daemon itself dies running, again and again (here kill -9, as the
+/// out-of-memory killer would when it picks the daemon), does not restart it in a loop: once
+/// the daemon has died running it `max_attempts` times, the next start fails the job with the
+/// reason instead of running it again, and goes on receiving and converting other series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
     let (db, _tmp, mut daemon) =
@@ -333,6 +393,38 @@ async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
         converted.len(),
         1,
         "only the other series is converted: {converted:?}"
+    );
+    assert!(daemon.terminate().success());
+}
+
+/// A converter that dies (here kill -9, as the out-of-memory killer would pick the process that
+/// holds a large series; a crashing decoder ends it the same way) fails its job with the signal
+/// named, and the daemon goes on receiving and converting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converter_that_dies_fails_its_job_and_the_daemon_goes_on() {
+    let (db, _tmp, mut daemon) = converting_daemon().await;
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    wait_running(&db, &daemon, 1).await;
+    let converter = wait_converter(&daemon).await;
+    unsafe { libc::kill(converter as i32, libc::SIGKILL) };
+    wait_jobs(&db, 1).await;
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "failed", "{}", daemon.log_text());
+    let error = error.expect("the reason is recorded");
+    assert!(error.contains("killed by signal 9"), "{error}");
+
+    let other = dicom_folder("ge-dwi-tensor-r2");
+    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
+    wait_jobs(&db, 2).await;
+    assert_eq!(
+        job_states(&db).await,
+        ["failed", "done"],
+        "{}",
+        daemon.log_text()
     );
     assert!(daemon.terminate().success());
 }

@@ -1,6 +1,8 @@
-//! One file per subcommand. Each has `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
+//! One file per subcommand. Each has `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`,
+//! except the hidden `convert-job`, the daemon's converter child, which takes no arguments.
 
 pub mod convert;
+pub mod convert_job;
 pub mod dti;
 pub mod migrate;
 pub mod models;

@@ -126,6 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_dataset_bytes: config.dicom.max_dataset_bytes,
         },
         poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
+        converter: own_binary()?,
     };
     let workers: Vec<_> = (0..config.pipeline.workers.max(1))
         .map(|_| {
@@ -162,4 +163,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     info!("brainaged stopped");
     Ok(())
+}
+
+/// The daemon's own binary, for the converter child. `/proc/self/exe` runs the very binary
+/// this process runs even after an upgrade has replaced or removed the file on disk, so a
+/// converter never differs from its daemon.
+fn own_binary() -> anyhow::Result<PathBuf> {
+    let proc_self = PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe().context("finding the daemon's own binary for the converter")
 }

@@ -3,7 +3,7 @@
 use super::{Db, DbError};
 
 /// One written volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConversionRecord {
     pub class: String,
     pub nifti_path: String,

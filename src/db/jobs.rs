@@ -131,10 +131,10 @@ impl Db {
     }
 
     /// Puts the jobs a daemon that died left running back in the queue, except those it had
-    /// already started `max_attempts` times, which are failed with the reason. A job that kills
-    /// the daemon whenever it runs (a decoder crashing on a file, the out-of-memory killer)
-    /// would otherwise restart it in a loop, and every restart drops the associations in
-    /// flight. Called at start-up, when no worker of this daemon can be running yet.
+    /// already started `max_attempts` times, which are failed with the reason. A job that the
+    /// daemon dies running whenever it runs it (the out-of-memory killer picking the daemon,
+    /// say; a crashing decoder ends only the converter child) would otherwise restart it in a
+    /// loop, and every restart drops the associations in flight. Called at start-up, when no worker of this daemon can be running yet.
     pub async fn requeue_orphaned_jobs(&self, max_attempts: i32) -> Result<Orphans, DbError> {
         let mut tx = self.pool.begin().await?;
         let abandoned = sqlx::query!(

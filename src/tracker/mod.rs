@@ -34,4 +34,5 @@ pub async fn run(db: Db, config: TrackerConfig, mut shutdown: Shutdown) {
         }
     }
 }
+pub mod convert_job;
 pub mod worker;

@@ -1,20 +1,20 @@
-//! Job workers: each claims a completed-series job, converts the series from the spool and
-//! records what came out (class, files, problems) in the database.
+//! Job workers: each claims a completed-series job, converts the series from the spool in a
+//! child process ([`super::convert_job`]) and records what came out (class, files, problems)
+//! in the database.
 //!
 //! A job that fails is marked failed with its error and the worker goes on; a worker stops
 //! between jobs when shutdown is requested, and a job it never finished (the daemon was killed)
 //! is requeued at the next start, or failed once the daemon has died running it
 //! `pipeline.max_attempts` times (`Db::requeue_orphaned_jobs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::convert::classify::SeriesClass;
-use crate::convert::{self, ConvertOptions, SeriesError, output};
+use super::convert_job::{self, Request};
+use crate::convert::{ConvertOptions, output};
 use crate::db::Db;
-use crate::db::conversions::ConversionRecord;
 use crate::db::jobs::{Job, PROCESS_SERIES};
 use crate::shutdown::Shutdown;
 
@@ -25,6 +25,8 @@ pub struct WorkerContext {
     pub output_dir: PathBuf,
     pub options: ConvertOptions,
     pub poll: Duration,
+    /// The binary whose `convert-job` command converts a series: the daemon's own.
+    pub converter: PathBuf,
 }
 
 /// Claims and processes jobs until shutdown.
@@ -59,84 +61,37 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
     }
 }
 
-/// Converts one series version and records the result.
+/// Converts one series version, in a child process, and records the result.
 async fn process(db: &Db, ctx: &WorkerContext, job: &Job) -> anyhow::Result<()> {
     let relative = db.series_spool_paths(&job.series_instance_uid).await?;
-    let paths: Vec<PathBuf> = relative.iter().map(|r| ctx.spool_root.join(r)).collect();
-    let out_dir = ctx
-        .output_dir
-        .join(output::sanitise(&job.series_instance_uid))
-        .join(format!("v{}", job.series_version));
-    let options = ctx.options.clone();
-    let dir = out_dir.clone();
-    let converted =
-        tokio::task::spawn_blocking(move || convert_and_write(&paths, &dir, &options)).await?;
-    let (records, class, problems) = converted?;
+    let request = Request {
+        paths: relative.iter().map(|r| ctx.spool_root.join(r)).collect(),
+        out_dir: ctx
+            .output_dir
+            .join(output::sanitise(&job.series_instance_uid))
+            .join(format!("v{}", job.series_version)),
+        rules: ctx.options.rules.clone(),
+        max_dataset_bytes: ctx.options.max_dataset_bytes,
+    };
+    let converted = convert_job::convert_in_child(ctx.converter.clone(), request).await?;
+    let problems = &converted.problems;
     db.record_conversion(
         &job.series_instance_uid,
         job.series_version,
-        class.map(SeriesClass::as_str),
-        &records,
+        converted.class.as_deref(),
+        &converted.records,
         (!problems.is_empty())
             .then(|| problems.join("; "))
             .as_deref(),
     )
     .await?;
     info!(
-        volumes = records.len(),
-        class = class.map(SeriesClass::as_str).unwrap_or("none"),
+        volumes = converted.records.len(),
+        class = converted.class.as_deref().unwrap_or("none"),
         "series converted"
     );
-    if records.is_empty() {
+    if converted.records.is_empty() {
         anyhow::bail!("nothing converted: {}", problems.join("; "));
     }
     Ok(())
-}
-
-type Converted = (Vec<ConversionRecord>, Option<SeriesClass>, Vec<String>);
-
-/// Runs the converter on the series' files and writes each volume under `out_dir`.
-fn convert_and_write(
-    paths: &[PathBuf],
-    out_dir: &Path,
-    options: &ConvertOptions,
-) -> anyhow::Result<Converted> {
-    std::fs::create_dir_all(out_dir)?;
-    let mut records = Vec::new();
-    let mut problems = Vec::new();
-    let mut classes = Vec::new();
-    for result in convert::convert_paths(paths, options) {
-        let series = match result {
-            Ok(s) => s,
-            Err(e @ (SeriesError::Unreadable(_) | SeriesError::Failed { .. })) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        problems.extend(series.problems);
-        for v in series.volumes {
-            let stem = format!("{}{}", output::base_name(&v.volume), v.suffix);
-            let files = output::write(out_dir, &stem, &v.volume, v.class, v.image_only)?;
-            let text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-            records.push(ConversionRecord {
-                class: v.class.as_str().to_string(),
-                nifti_path: files.nifti.display().to_string(),
-                sidecar_path: text(&files.sidecar),
-                bval_path: text(&files.bval),
-                bvec_path: text(&files.bvec),
-            });
-            if !v.image_only {
-                classes.push(v.class);
-            }
-        }
-    }
-    Ok((records, series_class(&classes), problems))
-}
-
-/// The class recorded for the series: diffusion wins over T1w, which wins over other, so that a
-/// series with a usable diffusion or T1w volume is scored even if it also had a derived map.
-fn series_class(classes: &[SeriesClass]) -> Option<SeriesClass> {
-    [SeriesClass::Dwi, SeriesClass::T1w, SeriesClass::Other]
-        .into_iter()
-        .find(|c| classes.contains(c))
 }

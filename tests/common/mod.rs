@@ -175,6 +175,11 @@ impl Daemon {
         }
     }
 
+    /// The running daemon's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// The configuration overrides the daemon runs with, for other commands on its state.
     pub fn env(&self) -> &[(String, String)] {
         &self.env
