@@ -58,6 +58,10 @@ pub struct PipelineConfig {
     /// series can keep the daemon restarting.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// How long one job's conversion may run, in seconds, before its process is stopped and
+    /// the job failed (a decoder caught in a loop must not hold the queue).
+    #[serde(default = "default_job_timeout_secs")]
+    pub job_timeout_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -67,6 +71,7 @@ impl Default for PipelineConfig {
             output_dir: None,
             poll_interval_ms: default_poll_ms(),
             max_attempts: default_max_attempts(),
+            job_timeout_secs: default_job_timeout_secs(),
         }
     }
 }
@@ -224,6 +229,9 @@ fn default_poll_ms() -> u64 {
 }
 fn default_max_attempts() -> u32 {
     3
+}
+fn default_job_timeout_secs() -> u64 {
+    3600
 }
 fn default_providers() -> Vec<String> {
     vec!["cuda".into(), "cpu".into()]

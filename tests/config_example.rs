@@ -11,6 +11,7 @@ fn example_config_loads() {
     assert_eq!(cfg.tracker.stable_after_secs, 30);
     let pipeline = brainaged::config::PipelineConfig::default();
     assert_eq!(cfg.pipeline.max_attempts, pipeline.max_attempts);
+    assert_eq!(cfg.pipeline.job_timeout_secs, pipeline.job_timeout_secs);
     // The documented classification defaults are the code's defaults.
     let defaults = brainaged::convert::classify::ClassifyRules::default();
     assert_eq!(cfg.classify.t1_patterns, defaults.t1_patterns);

@@ -428,3 +428,40 @@ async fn a_converter_that_dies_fails_its_job_and_the_daemon_goes_on() {
     );
     assert!(daemon.terminate().success());
 }
+
+/// A conversion that runs past `pipeline.job_timeout_secs` (here a converter stopped with
+/// SIGSTOP, hanging as a decoder caught in a loop would) is stopped, its job fails with the
+/// reason, and the queue goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversion_that_runs_too_long_is_stopped_and_the_queue_goes_on() {
+    let (db, _tmp, mut daemon) =
+        converting_daemon_with(&[("BRAINAGED__PIPELINE__JOB_TIMEOUT_SECS", "4")]).await;
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    wait_running(&db, &daemon, 1).await;
+    let converter = wait_converter(&daemon).await;
+    unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
+    wait_jobs(&db, 1).await;
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "failed", "{}", daemon.log_text());
+    let error = error.expect("the reason is recorded");
+    assert!(
+        error.contains("ran past pipeline.job_timeout_secs (4 s)"),
+        "{error}"
+    );
+    assert!(wait_dead(converter), "the stopped converter was killed");
+
+    let other = dicom_folder("ge-dwi-tensor-r2");
+    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
+    wait_jobs(&db, 2).await;
+    assert_eq!(
+        job_states(&db).await,
+        ["failed", "done"],
+        "{}",
+        daemon.log_text()
+    );
+    assert!(daemon.terminate().success());
+}

@@ -127,6 +127,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         poll: Duration::from_millis(config.pipeline.poll_interval_ms.max(50)),
         converter: own_binary()?,
+        job_timeout: Duration::from_secs(config.pipeline.job_timeout_secs.max(1)),
     };
     let workers: Vec<_> = (0..config.pipeline.workers.max(1))
         .map(|_| {

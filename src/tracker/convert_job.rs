@@ -6,14 +6,16 @@
 //! requeued job would do it again at every start. So the worker runs the daemon's own binary
 //! (`brainaged convert-job`, hidden) for each job: it reads a [`Request`] as JSON on stdin and
 //! writes a [`Response`] as JSON on stdout. A child that dies fails its job with the signal
-//! that killed it; the daemon goes on. The child dies with the daemon (`PR_SET_PDEATHSIG`), so
+//! that killed it, and one that runs past `pipeline.job_timeout_secs` (a decoder caught in a
+//! loop) is stopped and fails its job; the daemon goes on. The child dies with the daemon (`PR_SET_PDEATHSIG`), so
 //! a killed daemon leaves no converter writing into the folder of the job its successor
 //! requeues.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -50,15 +52,20 @@ pub fn convert_here(request: &Request) -> Response {
     convert_and_write(request).map_err(|e| format!("{e:#}"))
 }
 
-/// Runs the conversion in a child process of `program` (the daemon's own binary).
-pub async fn convert_in_child(program: PathBuf, request: Request) -> anyhow::Result<Converted> {
-    tokio::task::spawn_blocking(move || run_child(&program, &request)).await?
+/// Runs the conversion in a child process of `program` (the daemon's own binary), stopping it
+/// once it has run for `limit`.
+pub async fn convert_in_child(
+    program: PathBuf,
+    request: Request,
+    limit: Duration,
+) -> anyhow::Result<Converted> {
+    tokio::task::spawn_blocking(move || run_child(&program, &request, limit)).await?
 }
 
 /// Starts the child, sends the request, waits for the answer. Runs on a thread of its own for
 /// the child's whole life: Linux kills the child when the thread that started it ends, which is
 /// then only when the daemon dies.
-fn run_child(program: &Path, request: &Request) -> anyhow::Result<Converted> {
+fn run_child(program: &Path, request: &Request, limit: Duration) -> anyhow::Result<Converted> {
     let mut command = Command::new(program);
     command
         .arg("convert-job")
@@ -69,15 +76,30 @@ fn run_child(program: &Path, request: &Request) -> anyhow::Result<Converted> {
     let mut child = command
         .spawn()
         .with_context(|| format!("starting the converter {}", program.display()))?;
-    // The child reads the whole request before it writes anything, so this cannot fill both
-    // pipes at once.
+    // Both pipes are served on threads of their own, so that a child that hangs before it has
+    // read the request is still stopped at the limit; they end when it does.
     let mut stdin = child.stdin.take().context("the converter's stdin")?;
-    let written = stdin.write_all(&serde_json::to_vec(request)?);
-    drop(stdin);
-    let output = child
-        .wait_with_output()
-        .context("waiting for the converter")?;
-    if let Some(signal) = output.status.signal() {
+    let mut stdout = child.stdout.take().context("the converter's stdout")?;
+    let input = serde_json::to_vec(request)?;
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let reader = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        stdout.read_to_end(&mut answer).map(|_| answer)
+    });
+    let status = wait_within(&mut child, limit).context("waiting for the converter")?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the request's writer panicked"))?;
+    let answer = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the answer's reader panicked"))?;
+    let Some(status) = status else {
+        anyhow::bail!(
+            "the converter ran past pipeline.job_timeout_secs ({} s) and was stopped",
+            limit.as_secs()
+        );
+    };
+    if let Some(signal) = status.signal() {
         anyhow::bail!(
             "the converter process was killed by signal {signal} ({}) while converting this \
              series; the daemon went on",
@@ -85,13 +107,26 @@ fn run_child(program: &Path, request: &Request) -> anyhow::Result<Converted> {
         );
     }
     written.context("sending the request to the converter")?;
-    let response: Response = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "the converter ({}) gave no answer it could read",
-            output.status
-        )
-    })?;
+    let answer = answer.context("reading the converter's answer")?;
+    let response: Response = serde_json::from_slice(&answer)
+        .with_context(|| format!("the converter ({status}) gave no answer it could read"))?;
     response.map_err(anyhow::Error::msg)
+}
+
+/// The child's exit status, or None when it was still running at `limit` and was killed.
+fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// What a signal that ends a converter usually means, for the job's error.

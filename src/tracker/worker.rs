@@ -27,6 +27,8 @@ pub struct WorkerContext {
     pub poll: Duration,
     /// The binary whose `convert-job` command converts a series: the daemon's own.
     pub converter: PathBuf,
+    /// How long a conversion may run before its child is stopped and the job failed.
+    pub job_timeout: Duration,
 }
 
 /// Claims and processes jobs until shutdown.
@@ -73,7 +75,8 @@ async fn process(db: &Db, ctx: &WorkerContext, job: &Job) -> anyhow::Result<()> 
         rules: ctx.options.rules.clone(),
         max_dataset_bytes: ctx.options.max_dataset_bytes,
     };
-    let converted = convert_job::convert_in_child(ctx.converter.clone(), request).await?;
+    let converted =
+        convert_job::convert_in_child(ctx.converter.clone(), request, ctx.job_timeout).await?;
     let problems = &converted.problems;
     db.record_conversion(
         &job.series_instance_uid,
