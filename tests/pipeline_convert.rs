@@ -397,35 +397,46 @@ async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
     assert!(daemon.terminate().success());
 }
 
+/// Sends the 2040-slice DWI, sends `signal` to its converter once it runs, and returns the
+/// error of its job, which must have failed.
+async fn job_error_after_signal(db: &Db, daemon: &Daemon, signal: i32) -> String {
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    wait_running(db, daemon, 1).await;
+    let converter = wait_converter(daemon).await;
+    unsafe { libc::kill(converter as i32, signal) };
+    wait_jobs(db, 1).await;
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "failed", "{}", daemon.log_text());
+    assert!(wait_dead(converter), "the converter is gone");
+    error.expect("the reason is recorded")
+}
+
+/// Sends another series and checks that its job is done after the failed one.
+async fn the_next_series_converts(db: &Db, daemon: &Daemon) {
+    let other = dicom_folder("ge-dwi-tensor-r2");
+    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
+    wait_jobs(db, 2).await;
+    assert_eq!(
+        job_states(db).await,
+        ["failed", "done"],
+        "{}",
+        daemon.log_text()
+    );
+}
+
 /// A converter that dies (here kill -9, as the out-of-memory killer would pick the process that
 /// holds a large series; a crashing decoder ends it the same way) fails its job with the signal
 /// named, and the daemon goes on receiving and converting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_converter_that_dies_fails_its_job_and_the_daemon_goes_on() {
     let (db, _tmp, mut daemon) = converting_daemon().await;
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    wait_running(&db, &daemon, 1).await;
-    let converter = wait_converter(&daemon).await;
-    unsafe { libc::kill(converter as i32, libc::SIGKILL) };
-    wait_jobs(&db, 1).await;
-    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(state, "failed", "{}", daemon.log_text());
-    let error = error.expect("the reason is recorded");
+    let error = job_error_after_signal(&db, &daemon, libc::SIGKILL).await;
     assert!(error.contains("killed by signal 9"), "{error}");
-
-    let other = dicom_folder("ge-dwi-tensor-r2");
-    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
-    wait_jobs(&db, 2).await;
-    assert_eq!(
-        job_states(&db).await,
-        ["failed", "done"],
-        "{}",
-        daemon.log_text()
-    );
+    the_next_series_converts(&db, &daemon).await;
     assert!(daemon.terminate().success());
 }
 
@@ -436,32 +447,11 @@ async fn a_converter_that_dies_fails_its_job_and_the_daemon_goes_on() {
 async fn a_conversion_that_runs_too_long_is_stopped_and_the_queue_goes_on() {
     let (db, _tmp, mut daemon) =
         converting_daemon_with(&[("BRAINAGED__PIPELINE__JOB_TIMEOUT_SECS", "4")]).await;
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    wait_running(&db, &daemon, 1).await;
-    let converter = wait_converter(&daemon).await;
-    unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
-    wait_jobs(&db, 1).await;
-    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(state, "failed", "{}", daemon.log_text());
-    let error = error.expect("the reason is recorded");
+    let error = job_error_after_signal(&db, &daemon, libc::SIGSTOP).await;
     assert!(
         error.contains("ran past pipeline.job_timeout_secs (4 s)"),
         "{error}"
     );
-    assert!(wait_dead(converter), "the stopped converter was killed");
-
-    let other = dicom_folder("ge-dwi-tensor-r2");
-    assert!(storescu(daemon.port, "SCANNER", &[&other]).status.success());
-    wait_jobs(&db, 2).await;
-    assert_eq!(
-        job_states(&db).await,
-        ["failed", "done"],
-        "{}",
-        daemon.log_text()
-    );
+    the_next_series_converts(&db, &daemon).await;
     assert!(daemon.terminate().success());
 }
