@@ -91,7 +91,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warn!(
             failed = orphans.abandoned,
             max_attempts,
-            "jobs the daemon had died running as often as it may start one were failed, not run again"
+            "jobs the daemon had died running max_attempts times were failed, not run again"
         );
     }
     let spool = Spool::open(&config.spool.dir)

@@ -134,7 +134,8 @@ impl Db {
     /// already started `max_attempts` times, which are failed with the reason. A job that the
     /// daemon dies running whenever it runs it (the out-of-memory killer picking the daemon,
     /// say; a crashing decoder ends only the converter child) would otherwise restart it in a
-    /// loop, and every restart drops the associations in flight. Called at start-up, when no worker of this daemon can be running yet.
+    /// loop, and every restart drops the associations in flight. Called at start-up, when no
+    /// worker of this daemon can be running yet.
     pub async fn requeue_orphaned_jobs(&self, max_attempts: i32) -> Result<Orphans, DbError> {
         let mut tx = self.pool.begin().await?;
         let abandoned = sqlx::query!(

@@ -7,9 +7,9 @@
 //! (`brainaged convert-job`, hidden) for each job: it reads a [`Request`] as JSON on stdin and
 //! writes a [`Response`] as JSON on stdout. A child that dies fails its job with the signal
 //! that killed it, and one that runs past `pipeline.job_timeout_secs` (a decoder caught in a
-//! loop) is stopped and fails its job; the daemon goes on. The child dies with the daemon (`PR_SET_PDEATHSIG`), so
-//! a killed daemon leaves no converter writing into the folder of the job its successor
-//! requeues.
+//! loop) is stopped and fails its job; the daemon goes on. The child dies with the daemon
+//! (`PR_SET_PDEATHSIG`), so a killed daemon leaves no converter writing into the folder of the
+//! job its successor requeues.
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -106,6 +106,9 @@ fn run_child(program: &Path, request: &Request, limit: Duration) -> anyhow::Resu
             signal_name(signal)
         );
     }
+    if !status.success() {
+        anyhow::bail!("the converter failed ({status}); its message is in the daemon's log");
+    }
     written.context("sending the request to the converter")?;
     let answer = answer.context("reading the converter's answer")?;
     let response: Response = serde_json::from_slice(&answer)
@@ -141,13 +144,19 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Asks Linux to kill the child (SIGKILL) when the thread that started it ends.
+/// Asks Linux to kill the child (SIGKILL) when the thread that started it ends. A parent that
+/// died between the fork and the request would not be noticed, so the child then checks that
+/// its parent is still the daemon and fails to start otherwise.
 fn die_with_parent(command: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    let daemon = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != daemon {
+                return Err(std::io::Error::other("the daemon is gone"));
             }
             Ok(())
         });
