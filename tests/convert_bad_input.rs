@@ -197,6 +197,52 @@ fn slice_missing_in_the_middle_is_reported() {
     );
 }
 
+/// A series whose ImageOrientationPatient has a zero row direction fails with the reason and
+/// the other series converts; `brainaged convert` reports it and exits 0. Found by fuzzing
+/// `spool_file_converted`: the singular affine made the NIfTI writer's quaternion panic.
+#[test]
+fn a_series_with_a_degenerate_orientation_fails_and_spares_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    two_series_and_a_victim(tmp.path());
+    let o = Command::new("dcmodify")
+        .args(["-nb", "-m", "(0020,0037)=0\\0\\0\\0\\1\\0"])
+        .args(all_files(&tmp.path().join("r2")))
+        .output()
+        .expect("DCMTK dcmodify is needed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results = run(&all_files(tmp.path()));
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "the intact series converts");
+    let intact = series_shape(&tmp.path().join("r3"));
+    assert_eq!(ok[0].volumes[0].volume.data.shape(), &intact[..]);
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("no usable geometry") && errors[0].contains("zero or non-finite"),
+        "{}",
+        errors[0]
+    );
+
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("convert")
+        .arg(tmp.path())
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}: {stderr}", o.status);
+    assert!(
+        stderr.contains("no usable geometry") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(out.join("2_Ax_DWI_TENSOR_R3.nii.gz").exists());
+}
+
 #[test]
 fn a_slice_with_another_orientation_is_split_off_and_reported() {
     let tmp = tempfile::tempdir().unwrap();

@@ -40,6 +40,8 @@ pub enum AssembleError {
     },
     #[error("pixel data: {0}")]
     Pixels(#[from] PixelError),
+    #[error("no usable geometry: {0}")]
+    Geometry(String),
 }
 
 /// One output volume and the file-name suffix that tells it apart from its siblings.
@@ -179,6 +181,9 @@ pub fn assemble(
     frames.sort_by(|a, b| instance_frame(a).cmp(&instance_frame(b)));
     frames
         .dedup_by(|a, b| !a.sop_instance_uid.is_empty() && instance_frame(a) == instance_frame(b));
+    if let Some(problem) = geometry::orientation_problem(&frames[0].orientation) {
+        return Err(AssembleError::Geometry(problem));
+    }
     let o = Orientation::from_iop(&frames[0].orientation);
     let depth = |f: &Frame| dot(f.position, o.normal);
     frames.sort_by(|a, b| depth(a).total_cmp(&depth(b)));
@@ -230,6 +235,9 @@ pub fn assemble(
         per_slice,
     );
     let affine = geometry::affine(&o, first.pixel_spacing, step, first.position, ny);
+    if let Some(problem) = geometry::affine_problem(&affine) {
+        return Err(AssembleError::Geometry(problem));
+    }
     let per_volume: Vec<Option<Diffusion>> =
         (0..nt).map(|t| slices[0][t].diffusion.clone()).collect();
     let derived: Vec<bool> = per_volume

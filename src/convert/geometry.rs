@@ -30,6 +30,37 @@ impl Orientation {
     }
 }
 
+/// Why an ImageOrientationPatient cannot orient a stack, if it cannot: a row or column
+/// direction that is zero or not finite, or the two far from perpendicular. DICOM requires unit
+/// vectors at right angles; scanners write them to a few decimals, so only a clear departure
+/// (more than about half a degree) is refused. A degenerate orientation would make a singular
+/// affine, which no NIfTI writer or registration can use.
+pub fn orientation_problem(iop: &[f64; 6]) -> Option<String> {
+    let row = [iop[0], iop[1], iop[2]];
+    let col = [iop[3], iop[4], iop[5]];
+    let usable = |v: [f64; 3]| v.iter().all(|x| x.is_finite()) && dot(v, v) > 1e-12;
+    if !usable(row) || !usable(col) {
+        return Some(format!(
+            "ImageOrientationPatient {iop:?} has a zero or non-finite direction"
+        ));
+    }
+    let cosine = dot(unit(row), unit(col));
+    (cosine.abs() > 0.01)
+        .then(|| format!("ImageOrientationPatient {iop:?}: row and column are not perpendicular"))
+}
+
+/// Why an affine cannot map voxels to space, if it cannot: a value that is not finite (from a
+/// position or spacing of "NaN" or "inf", which DS parsing accepts), or a voxel of no volume
+/// (a pixel spacing or slice step of zero).
+pub fn affine_problem(affine: &Matrix4<f64>) -> Option<String> {
+    if !affine.iter().all(|x| x.is_finite()) {
+        return Some("the position, orientation or spacing is not finite".into());
+    }
+    let det = affine.fixed_view::<3, 3>(0, 0).determinant();
+    (det.abs() < 1e-9)
+        .then(|| "a pixel spacing or the slice step is zero: the voxels have no volume".to_string())
+}
+
 /// `v` scaled to unit length (unchanged when zero).
 pub fn unit(v: [f64; 3]) -> [f64; 3] {
     let n = dot(v, v).sqrt();
@@ -159,5 +190,31 @@ mod tests {
         assert_eq!(n[(0, 0)], 1.0);
         // New voxel 0 is old voxel 10: x = 50 − 10.
         assert_eq!(n[(0, 3)], 40.0);
+    }
+
+    #[test]
+    fn degenerate_orientations_and_affines_are_named() {
+        assert_eq!(orientation_problem(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), None);
+        // Written to six decimals, as scanners do: accepted.
+        assert_eq!(
+            orientation_problem(&[0.999998, 0.001745, 0.0, -0.001745, 0.999998, 0.0]),
+            None
+        );
+        for bad in [
+            [0.0, 0.0, 0.0, 0.0, 1.0, 2.5e-19],
+            [1.0, 0.0, 0.0, f64::NAN, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.5, 1.0, 0.0],
+        ] {
+            assert!(orientation_problem(&bad).is_some(), "{bad:?}");
+        }
+        let o = Orientation::from_iop(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(
+            affine_problem(&affine(&o, [1.0, 1.0], 2.0, [0.0; 3], 4)),
+            None
+        );
+        assert!(affine_problem(&affine(&o, [1.0, 0.0], 2.0, [0.0; 3], 4)).is_some());
+        assert!(affine_problem(&affine(&o, [1.0, 1.0], 0.0, [0.0; 3], 4)).is_some());
+        assert!(affine_problem(&affine(&o, [1.0, 1.0], 2.0, [f64::NAN, 0.0, 0.0], 4)).is_some());
     }
 }
