@@ -455,3 +455,51 @@ async fn a_conversion_that_runs_too_long_is_stopped_and_the_queue_goes_on() {
     the_next_series_converts(&db, &daemon).await;
     assert!(daemon.terminate().success());
 }
+
+/// Stopping the daemon (SIGTERM) while it converts: it stops at once, without waiting for the
+/// conversion, and gives the job back to the queue without counting the attempt; the next
+/// start converts the series. systemd's stop and a terminal's Ctrl-C signal the converter
+/// child too, and that must not fail the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
+    let (db, _tmp, mut daemon) = converting_daemon().await;
+    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
+    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    wait_running(&db, &daemon, 1).await;
+    let converter = wait_converter(&daemon).await;
+    // What systemd's stop does to every process of the service.
+    unsafe { libc::kill(converter as i32, libc::SIGTERM) };
+    // Stopped, the converter cannot end on its own: only the daemon can end it now.
+    unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
+    let asked = std::time::Instant::now();
+    assert!(daemon.terminate().success(), "{}", daemon.log_text());
+    let took = asked.elapsed();
+    let gone = wait_dead(converter);
+    if !gone {
+        unsafe { libc::kill(converter as i32, libc::SIGKILL) };
+    }
+    assert!(gone, "the converter outlived the stopped daemon");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the daemon took {took:?} to stop"
+    );
+    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(job, ("queued".to_string(), 0), "{}", daemon.log_text());
+    assert!(
+        daemon.log_text().contains("the job goes back to the queue"),
+        "{}",
+        daemon.log_text()
+    );
+
+    daemon.restart();
+    wait_jobs(&db, 1).await;
+    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
+    assert!(daemon.terminate().success());
+}

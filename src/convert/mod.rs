@@ -76,8 +76,9 @@ pub enum SeriesError {
     },
 }
 
-/// Conversion settings.
-#[derive(Debug, Clone)]
+/// Conversion settings. Serialisable, because the daemon hands them to the converter child
+/// (`tracker::convert_job`) with each request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConvertOptions {
     pub rules: ClassifyRules,
     /// The largest dataset a file may hold, as stored or once inflated (`dicom.max_dataset_bytes`,

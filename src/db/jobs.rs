@@ -130,6 +130,20 @@ impl Db {
         Ok(())
     }
 
+    /// Puts a job this daemon was running back in the queue because it is stopping, and takes
+    /// back the attempt: `pipeline.max_attempts` counts the times the daemon died running a
+    /// job, and a clean stop is not one of them.
+    pub async fn return_job(&self, id: i64) -> Result<(), DbError> {
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'queued', started_at = NULL, attempts = attempts - 1
+               WHERE id = $1 AND state = 'running'"#,
+            id
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Puts the jobs a daemon that died left running back in the queue, except those it had
     /// already started `max_attempts` times, which are failed with the reason. A job that the
     /// daemon dies running whenever it runs it (the out-of-memory killer picking the daemon,

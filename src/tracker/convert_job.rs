@@ -9,20 +9,24 @@
 //! that killed it, and one that runs past `pipeline.job_timeout_secs` (a decoder caught in a
 //! loop) is stopped and fails its job; the daemon goes on. The child dies with the daemon
 //! (`PR_SET_PDEATHSIG`), so a killed daemon leaves no converter writing into the folder of the
-//! job its successor requeues.
+//! job its successor requeues. A daemon asked to stop (SIGTERM) stops the child too, rather
+//! than wait up to an hour for it, and gives the job back ([`Interrupted`]).
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
-use crate::convert::classify::{ClassifyRules, SeriesClass};
+use crate::convert::classify::SeriesClass;
 use crate::convert::{self, ConvertOptions, SeriesError, output};
 use crate::db::conversions::ConversionRecord;
+use crate::shutdown::Shutdown;
 
 /// What to convert, and where to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,8 +35,7 @@ pub struct Request {
     pub paths: Vec<PathBuf>,
     /// The version's output folder.
     pub out_dir: PathBuf,
-    pub rules: ClassifyRules,
-    pub max_dataset_bytes: u64,
+    pub options: ConvertOptions,
 }
 
 /// What a conversion came to: the volumes written, the series' class, and what went wrong on
@@ -47,67 +50,69 @@ pub struct Converted {
 /// The child's answer: what it converted, or why it could not (an output it could not write).
 pub type Response = Result<Converted, String>;
 
+/// The conversion was stopped because the daemon is stopping. The series is not at fault: its
+/// job goes back to the queue for the next start.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon is stopping: the conversion was stopped before it ended")]
+pub struct Interrupted;
+
+/// How the wait for a child ended.
+enum Ended {
+    Exited(ExitStatus),
+    /// It ran past the limit and was killed.
+    TimedOut,
+    /// The daemon is stopping, and it was killed.
+    Interrupted,
+}
+
 /// Runs the conversion in this process: what `brainaged convert-job` does.
 pub fn convert_here(request: &Request) -> Response {
     convert_and_write(request).map_err(|e| format!("{e:#}"))
 }
 
 /// Runs the conversion in a child process of `program` (the daemon's own binary), stopping it
-/// once it has run for `limit`.
+/// once it has run for `limit`, or at once when `stop` is requested (the error is then
+/// [`Interrupted`]).
 pub async fn convert_in_child(
     program: PathBuf,
     request: Request,
     limit: Duration,
+    stop: Shutdown,
 ) -> anyhow::Result<Converted> {
-    tokio::task::spawn_blocking(move || run_child(&program, &request, limit)).await?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| run_child(&program, &request, limit, &stop))
+    })
+    .await?
 }
+
+/// How much of the converter's error output is kept: its end, where the reason is.
+const SAID_KEPT: usize = 4096;
 
 /// Starts the child, sends the request, waits for the answer. Runs on a thread of its own for
 /// the child's whole life: Linux kills the child when the thread that started it ends, which is
 /// then only when the daemon dies.
-fn run_child(program: &Path, request: &Request, limit: Duration) -> anyhow::Result<Converted> {
-    let mut command = Command::new(program);
-    command
-        .arg("convert-job")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    die_with_parent(&mut command);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting the converter {}", program.display()))?;
-    // Both pipes are served on threads of their own, so that a child that hangs before it has
-    // read the request is still stopped at the limit; they end when it does.
-    let mut stdin = child.stdin.take().context("the converter's stdin")?;
-    let mut stdout = child.stdout.take().context("the converter's stdout")?;
-    let input = serde_json::to_vec(request)?;
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let reader = std::thread::spawn(move || {
-        let mut answer = Vec::new();
-        stdout.read_to_end(&mut answer).map(|_| answer)
-    });
-    let status = wait_within(&mut child, limit).context("waiting for the converter")?;
-    let written = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the request's writer panicked"))?;
-    let answer = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the answer's reader panicked"))?;
-    let Some(status) = status else {
-        anyhow::bail!(
+fn run_child(
+    program: &Path,
+    request: &Request,
+    limit: Duration,
+    stop: &Shutdown,
+) -> anyhow::Result<Converted> {
+    let mut running = Running::start(program, serde_json::to_vec(request)?)?;
+    let ended =
+        wait_within(&mut running.child, limit, stop).context("waiting for the converter")?;
+    let (written, answer, said) = running.join()?;
+    let status = match ended {
+        Ended::Exited(status) => status,
+        Ended::Interrupted => return Err(Interrupted.into()),
+        Ended::TimedOut => anyhow::bail!(
             "the converter ran past pipeline.job_timeout_secs ({} s) and was stopped",
             limit.as_secs()
-        );
+        ),
     };
-    if let Some(signal) = status.signal() {
-        anyhow::bail!(
-            "the converter process was killed by signal {signal} ({}) while converting this \
-             series; the daemon went on",
-            signal_name(signal)
-        );
-    }
-    if !status.success() {
-        anyhow::bail!("the converter failed ({status}); its message is in the daemon's log");
+    check_exit(status, &said)?;
+    if !said.is_empty() {
+        warn!(said = %said, "the converter wrote to its error output");
     }
     written.context("sending the request to the converter")?;
     let answer = answer.context("reading the converter's answer")?;
@@ -116,19 +121,115 @@ fn run_child(program: &Path, request: &Request, limit: Duration) -> anyhow::Resu
     response.map_err(anyhow::Error::msg)
 }
 
-/// The child's exit status, or None when it was still running at `limit` and was killed.
-fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+/// A started converter and the threads that serve its pipes. Each pipe has a thread of its
+/// own, so that a child that hangs before it has read the request is still stopped at the
+/// limit; the threads end when the child does. Its error output is captured rather than
+/// inherited: the reason a converter gives for failing belongs in its job's error, and plain
+/// text has no place in a JSON log.
+struct Running {
+    child: Child,
+    writer: JoinHandle<std::io::Result<()>>,
+    reader: JoinHandle<std::io::Result<Vec<u8>>>,
+    errors: JoinHandle<String>,
+}
+
+impl Running {
+    fn start(program: &Path, input: Vec<u8>) -> anyhow::Result<Running> {
+        let mut command = Command::new(program);
+        command
+            .arg("convert-job")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting the converter {}", program.display()))?;
+        let mut stdin = child.stdin.take().context("the converter's stdin")?;
+        let mut stdout = child.stdout.take().context("the converter's stdout")?;
+        let mut stderr = child.stderr.take().context("the converter's stderr")?;
+        Ok(Running {
+            child,
+            writer: std::thread::spawn(move || stdin.write_all(&input)),
+            reader: std::thread::spawn(move || {
+                let mut answer = Vec::new();
+                stdout.read_to_end(&mut answer).map(|_| answer)
+            }),
+            errors: std::thread::spawn(move || tail_of(&mut stderr, SAID_KEPT)),
+        })
+    }
+
+    /// Once the child has ended: whether the request was sent, the answer, and the end of what
+    /// it wrote to its error output.
+    #[allow(clippy::type_complexity)]
+    fn join(self) -> anyhow::Result<(std::io::Result<()>, std::io::Result<Vec<u8>>, String)> {
+        let panicked = |what: &str| anyhow::anyhow!("the converter's {what} thread panicked");
+        let written = self.writer.join().map_err(|_| panicked("request"))?;
+        let answer = self.reader.join().map_err(|_| panicked("answer"))?;
+        let said = self.errors.join().map_err(|_| panicked("error output"))?;
+        Ok((written, answer, said))
+    }
+}
+
+/// Fails when the child was killed or exited with an error, with what it said.
+fn check_exit(status: ExitStatus, said: &str) -> anyhow::Result<()> {
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!("; it said: {said}")
+    };
+    if let Some(signal) = status.signal() {
+        anyhow::bail!(
+            "the converter process was killed by signal {signal} ({}) while converting this \
+             series; the daemon went on{said}",
+            signal_name(signal)
+        );
+    }
+    if !status.success() {
+        anyhow::bail!("the converter failed ({status}){said}");
+    }
+    Ok(())
+}
+
+/// The last `keep` bytes `reader` yields before its end, as trimmed text (a character cut in
+/// two at the start shows as U+FFFD).
+fn tail_of(reader: &mut impl Read, keep: usize) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => kept.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    kept.drain(..kept.len().saturating_sub(keep));
+    String::from_utf8_lossy(&kept).trim().to_string()
+}
+
+/// Waits for the child to exit, killing it once it has run for `limit` or when `stop` is
+/// requested.
+fn wait_within(child: &mut Child, limit: Duration, stop: &Shutdown) -> std::io::Result<Ended> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+            return Ok(Ended::Exited(status));
         }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            child.wait()?;
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        let ended = if stop.is_requested() {
+            Ended::Interrupted
+        } else if Instant::now() >= deadline {
+            Ended::TimedOut
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        child.kill()?;
+        child.wait()?;
+        return Ok(ended);
     }
 }
 
@@ -139,17 +240,21 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGSEGV => "SIGSEGV: a crash, likely in a decoder",
         libc::SIGABRT => "SIGABRT: an abort, such as a failed allocation",
         libc::SIGBUS => "SIGBUS: a crash",
-        libc::SIGTERM => "SIGTERM",
         _ => "another signal",
     }
 }
 
-/// Asks Linux to kill the child (SIGKILL) when the thread that started it ends. A parent that
-/// died between the fork and the request would not be noticed, so the child then checks that
-/// its parent is still the daemon and fails to start otherwise.
+/// Makes the child's life the daemon's business. Linux kills the child (SIGKILL) when the
+/// thread that started it ends; a parent that died between the fork and that request would not
+/// be noticed, so the child then checks that its parent is still the daemon and fails to start
+/// otherwise. And the child ignores SIGTERM and SIGINT: systemd's stop sends SIGTERM to every
+/// process of the service, and a terminal's Ctrl-C sends SIGINT to the whole process group, so
+/// the converter would die of the signal, and its job fail, before the daemon had heard of the
+/// stop and could give the job back. The daemon stops the child itself.
 fn die_with_parent(command: &mut Command) {
     let daemon = std::process::id() as libc::pid_t;
-    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
+    // SAFETY: prctl, getppid and signal are async-signal-safe and touch no memory of the
+    // parent. An ignored disposition survives the exec.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
@@ -157,6 +262,11 @@ fn die_with_parent(command: &mut Command) {
             }
             if libc::getppid() != daemon {
                 return Err(std::io::Error::other("the daemon is gone"));
+            }
+            for signal in [libc::SIGTERM, libc::SIGINT] {
+                if libc::signal(signal, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -166,13 +276,9 @@ fn die_with_parent(command: &mut Command) {
 /// Converts the request's files and writes each volume under its output folder.
 fn convert_and_write(request: &Request) -> anyhow::Result<Converted> {
     std::fs::create_dir_all(&request.out_dir)?;
-    let options = ConvertOptions {
-        rules: request.rules.clone(),
-        max_dataset_bytes: request.max_dataset_bytes,
-    };
     let mut converted = Converted::default();
     let mut classes = Vec::new();
-    for result in convert::convert_paths(&request.paths, &options) {
+    for result in convert::convert_paths(&request.paths, &request.options) {
         let series = match result {
             Ok(s) => s,
             Err(e @ (SeriesError::Unreadable(_) | SeriesError::Failed { .. })) => {
@@ -207,4 +313,103 @@ fn series_class(classes: &[SeriesClass]) -> Option<SeriesClass> {
     [SeriesClass::Dwi, SeriesClass::T1w, SeriesClass::Other]
         .into_iter()
         .find(|c| classes.contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::shutdown;
+
+    /// Runs a stand-in for the converter: a shell script that does `body`.
+    fn run(body: &str, limit: Duration, stop: &Shutdown) -> anyhow::Result<Converted> {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("converter");
+        std::fs::write(&program, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let request = Request {
+            paths: Vec::new(),
+            out_dir: dir.path().join("out"),
+            options: ConvertOptions::default(),
+        };
+        run_child(&program, &request, limit, stop)
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+    /// What a converter that converted nothing answers.
+    const EMPTY_ANSWER: &str = r#"echo '{"Ok":{"records":[],"class":null,"problems":[]}}'"#;
+
+    #[test]
+    fn what_a_failing_converter_says_is_in_its_error() {
+        let (_trigger, stop) = shutdown::channel();
+        let e = run("echo 'cannot parse the request' >&2; exit 3", LONG, &stop).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(
+            text.ends_with("it said: cannot parse the request"),
+            "{text}"
+        );
+
+        let e = run(
+            "echo 'memory allocation failed' >&2; kill -ABRT $$",
+            LONG,
+            &stop,
+        )
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("signal 6 (SIGABRT"), "{text}");
+        assert!(
+            text.ends_with("it said: memory allocation failed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_converter_that_says_nothing_fails_without_a_quote() {
+        let (_trigger, stop) = shutdown::channel();
+        let text = format!("{:#}", run("exit 1", LONG, &stop).unwrap_err());
+        assert!(text.ends_with("exit status: 1)"), "{text}");
+    }
+
+    #[test]
+    fn only_the_end_of_a_long_error_output_is_kept() {
+        let said = format!("{}the reason", "x".repeat(10 * SAID_KEPT));
+        let kept = tail_of(&mut said.as_bytes(), SAID_KEPT);
+        assert_eq!(kept.len(), SAID_KEPT);
+        assert!(kept.ends_with("the reason"));
+    }
+
+    #[test]
+    fn a_stop_ends_the_converter_at_once() {
+        let (trigger, stop) = shutdown::channel();
+        let started = Instant::now();
+        let firing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            trigger.fire();
+        });
+        let e = run("exec sleep 30", LONG, &stop).unwrap_err();
+        firing.join().unwrap();
+        assert!(e.is::<Interrupted>(), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_converter_past_its_limit_is_stopped() {
+        let (_trigger, stop) = shutdown::channel();
+        let started = Instant::now();
+        let e = run("exec sleep 30", Duration::from_millis(300), &stop).unwrap_err();
+        assert!(format!("{e:#}").contains("ran past"), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// systemd's stop signals every process of the service, and Ctrl-C the whole process
+    /// group; the converter must live on until the daemon stops it.
+    #[test]
+    fn the_converter_ignores_sigterm_and_sigint() {
+        let (_trigger, stop) = shutdown::channel();
+        let body = format!("kill -TERM $$; kill -INT $$; cat >/dev/null; {EMPTY_ANSWER}");
+        let converted = run(&body, LONG, &stop).expect("the converter lived on");
+        assert!(converted.records.is_empty());
+    }
 }

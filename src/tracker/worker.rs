@@ -2,17 +2,20 @@
 //! child process ([`super::convert_job`]) and records what came out (class, files, problems)
 //! in the database.
 //!
-//! A job that fails is marked failed with its error and the worker goes on; a worker stops
-//! between jobs when shutdown is requested, and a job it never finished (the daemon was killed)
-//! is requeued at the next start, or failed once the daemon has died running it
-//! `pipeline.max_attempts` times (`Db::requeue_orphaned_jobs`).
+//! A job that fails is marked failed with its error and the worker goes on. When shutdown is
+//! requested a worker stops its conversion and gives the job back to the queue without
+//! counting the attempt (`Db::return_job`): a stop is not the series' fault, and an operator's
+//! `systemctl restart` should not wait for, or be killed in the middle of, a long conversion.
+//! A job it never finished because the daemon was killed is requeued at the next start, or
+//! failed once the daemon has died running it `pipeline.max_attempts` times
+//! (`Db::requeue_orphaned_jobs`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::{Instrument, info, info_span, warn};
 
-use super::convert_job::{self, Request};
+use super::convert_job::{self, Interrupted, Request};
 use crate::convert::{ConvertOptions, output};
 use crate::db::Db;
 use crate::db::jobs::{Job, PROCESS_SERIES};
@@ -51,7 +54,15 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
             }
         };
         let span = info_span!("job", id = job.id, series = %job.series_instance_uid, version = job.series_version);
-        let outcome = process(&db, &ctx, &job).instrument(span.clone()).await;
+        let outcome = process(&db, &ctx, &job, &shutdown)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &outcome
+            && e.is::<Interrupted>()
+        {
+            give_back(&db, job.id).instrument(span).await;
+            continue;
+        }
         let error = outcome.err().map(|e| format!("{e:#}"));
         if let Some(e) = &error {
             span.in_scope(|| warn!(error = %e, "job failed"));
@@ -63,8 +74,22 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
     }
 }
 
+/// Puts a job whose conversion the shutdown stopped back in the queue.
+async fn give_back(db: &Db, id: i64) {
+    match db.return_job(id).await {
+        Ok(()) => info!("conversion stopped for shutdown; the job goes back to the queue"),
+        // It stays 'running' and is requeued at the next start, as after a crash.
+        Err(e) => warn!(error = %e, "cannot return a stopped job to the queue"),
+    }
+}
+
 /// Converts one series version, in a child process, and records the result.
-async fn process(db: &Db, ctx: &WorkerContext, job: &Job) -> anyhow::Result<()> {
+async fn process(
+    db: &Db,
+    ctx: &WorkerContext,
+    job: &Job,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let relative = db.series_spool_paths(&job.series_instance_uid).await?;
     let request = Request {
         paths: relative.iter().map(|r| ctx.spool_root.join(r)).collect(),
@@ -72,11 +97,12 @@ async fn process(db: &Db, ctx: &WorkerContext, job: &Job) -> anyhow::Result<()> 
             .output_dir
             .join(output::sanitise(&job.series_instance_uid))
             .join(format!("v{}", job.series_version)),
-        rules: ctx.options.rules.clone(),
-        max_dataset_bytes: ctx.options.max_dataset_bytes,
+        options: ctx.options.clone(),
     };
+    let converter = ctx.converter.clone();
     let converted =
-        convert_job::convert_in_child(ctx.converter.clone(), request, ctx.job_timeout).await?;
+        convert_job::convert_in_child(converter, request, ctx.job_timeout, shutdown.clone())
+            .await?;
     let problems = &converted.problems;
     db.record_conversion(
         &job.series_instance_uid,
