@@ -260,22 +260,43 @@ fn wait_dead(pid: u32) -> bool {
     })
 }
 
+/// The 2040-slice Philips DWI: a conversion long enough to be caught running.
+fn long_series() -> std::path::PathBuf {
+    dicom_folder("philips-dwi-bangalore").join("dwi_no-phi")
+}
+
+/// Sends the long series and returns the process ID of its converter once its job runs.
+async fn converting_long_series(db: &Db, daemon: &Daemon) -> u32 {
+    assert!(
+        storescu(daemon.port, "SCANNER", &[&long_series()])
+            .status
+            .success()
+    );
+    wait_running(db, daemon, 1).await;
+    wait_converter(daemon).await
+}
+
+/// Whether the converter `pid` ends within 5 s; it is killed if not, so that no test leaves
+/// one behind.
+fn converter_ends(pid: u32) -> bool {
+    let ended = wait_dead(pid);
+    if !ended {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    ended
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
     let (db, tmp, mut daemon) = converting_daemon().await;
-    // 2040 slices: a conversion long enough to be caught running.
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    wait_running(&db, &daemon, 1).await;
-    let converter = wait_converter(&daemon).await;
+    let converter = converting_long_series(&db, &daemon).await;
     // Stopped, the converter cannot finish on its own: only the daemon's death can end it now.
     unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
     daemon.kill9();
-    let died = wait_dead(converter);
-    if !died {
-        unsafe { libc::kill(converter as i32, libc::SIGKILL) };
-    }
-    assert!(died, "the converter outlived the killed daemon");
+    assert!(
+        converter_ends(converter),
+        "the converter outlived the killed daemon"
+    );
     assert_eq!(
         job_states(&db).await,
         ["running"],
@@ -302,7 +323,7 @@ async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
             .await
             .unwrap();
     let reference_dir = tmp.path().join("dcm2niix");
-    dcm2niix(&dwi, &reference_dir);
+    dcm2niix(&long_series(), &reference_dir);
     let reference_volumes = std::fs::read_dir(&reference_dir)
         .unwrap()
         .filter(|e| {
@@ -343,8 +364,11 @@ async fn a_job_killed_mid_conversion_is_requeued_and_completes() {
 async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
     let (db, _tmp, mut daemon) =
         converting_daemon_with(&[("BRAINAGED__PIPELINE__MAX_ATTEMPTS", "2")]).await;
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
+    assert!(
+        storescu(daemon.port, "SCANNER", &[&long_series()])
+            .status
+            .success()
+    );
     kill_during_attempt(&db, &mut daemon, 1).await;
     daemon.restart();
     kill_during_attempt(&db, &mut daemon, 2).await;
@@ -400,10 +424,7 @@ async fn a_job_the_daemon_keeps_dying_on_is_failed_not_run_again() {
 /// Sends the 2040-slice DWI, sends `signal` to its converter once it runs, and returns the
 /// error of its job, which must have failed.
 async fn job_error_after_signal(db: &Db, daemon: &Daemon, signal: i32) -> String {
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    wait_running(db, daemon, 1).await;
-    let converter = wait_converter(daemon).await;
+    let converter = converting_long_series(db, daemon).await;
     unsafe { libc::kill(converter as i32, signal) };
     wait_jobs(db, 1).await;
     let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
@@ -463,10 +484,7 @@ async fn a_conversion_that_runs_too_long_is_stopped_and_the_queue_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
     let (db, _tmp, mut daemon) = converting_daemon().await;
-    let dwi = dicom_folder("philips-dwi-bangalore").join("dwi_no-phi");
-    assert!(storescu(daemon.port, "SCANNER", &[&dwi]).status.success());
-    wait_running(&db, &daemon, 1).await;
-    let converter = wait_converter(&daemon).await;
+    let converter = converting_long_series(&db, &daemon).await;
     // What systemd's stop does to every process of the service.
     unsafe { libc::kill(converter as i32, libc::SIGTERM) };
     // Stopped, the converter cannot end on its own: only the daemon can end it now.
@@ -474,11 +492,10 @@ async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
     let asked = std::time::Instant::now();
     assert!(daemon.terminate().success(), "{}", daemon.log_text());
     let took = asked.elapsed();
-    let gone = wait_dead(converter);
-    if !gone {
-        unsafe { libc::kill(converter as i32, libc::SIGKILL) };
-    }
-    assert!(gone, "the converter outlived the stopped daemon");
+    assert!(
+        converter_ends(converter),
+        "the converter outlived the stopped daemon"
+    );
     assert!(
         took < std::time::Duration::from_secs(10),
         "the daemon took {took:?} to stop"
