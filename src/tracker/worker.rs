@@ -41,15 +41,12 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
         let job = match db.claim_job(&kinds).await {
             Ok(Some(job)) => job,
             Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(ctx.poll) => {}
-                    _ = shutdown.requested() => {}
-                }
+                pause(ctx.poll, &mut shutdown).await;
                 continue;
             }
             Err(e) => {
                 warn!(error = %e, "cannot claim a job; will retry");
-                tokio::time::sleep(ctx.poll * 4).await;
+                pause(ctx.poll * 4, &mut shutdown).await;
                 continue;
             }
         };
@@ -71,6 +68,14 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
             // The job stays 'running' and is requeued at the next start: done twice, never lost.
             warn!(error = %e, job = job.id, "cannot record the end of a job");
         }
+    }
+}
+
+/// Waits `time`, or until shutdown is requested.
+async fn pause(time: Duration, shutdown: &mut Shutdown) {
+    tokio::select! {
+        _ = tokio::time::sleep(time) => {}
+        _ = shutdown.requested() => {}
     }
 }
 
