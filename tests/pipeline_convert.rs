@@ -520,3 +520,73 @@ async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
     assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
     assert!(daemon.terminate().success());
 }
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// A conversion that fills the output disk fails its job with the cause and leaves nothing
+/// half-written for a later stage to find; once there is room, the series sent again converts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test mounts a tmpfs to fill a real filesystem: run it as root (the test machines do)"
+    );
+    let (db, tmp, mut daemon) = converting_daemon().await;
+    let derived = tmp.path().join("derived");
+    // The DWI's volume alone is 0.9 MB.
+    let disk = common::tmpfs::Tmpfs::mount(&derived, "512k");
+    let series = dicom_folder("ge-dwi-tensor-r2");
+    assert!(
+        storescu(daemon.port, "SCANNER", &[&series])
+            .status
+            .success()
+    );
+    wait_jobs(&db, 1).await;
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, error FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "failed", "{}", daemon.log_text());
+    let error = error.expect("the reason is recorded");
+    assert!(error.contains("No space left on device"), "{error}");
+    assert_eq!(files_under(&derived), Vec::<std::path::PathBuf>::new());
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM conversions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0);
+
+    disk.resize("16m");
+    assert!(
+        storescu(daemon.port, "SCANNER", &[&series])
+            .status
+            .success()
+    );
+    wait_jobs(&db, 2).await;
+    assert_eq!(
+        job_states(&db).await,
+        ["failed", "done"],
+        "{}",
+        daemon.log_text()
+    );
+    let paths: Vec<String> = sqlx::query_scalar("SELECT nifti_path FROM conversions")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(!paths.is_empty());
+    for path in paths {
+        assert!(
+            read_volume(Path::new(&path)).is_ok(),
+            "{path} is not a whole volume"
+        );
+    }
+    assert!(daemon.terminate().success());
+}

@@ -3,7 +3,7 @@
 //! Each instance is one part-10 file at `study/series/sop.dcm` (sanitised UIDs) under the spool
 //! root. A file is written under a temporary name in the hidden `.writing` directory, fsynced,
 //! renamed into its series directory and that directory fsynced, so that after [`Spool::store`]
-//! returns the instance survives a crash or power loss (tests/spool_power_cut.rs); only then may
+//! returns the instance survives a crash or power loss (tests/power_cut.rs); only then may
 //! the receiver acknowledge it.
 //! The received dataset bytes are written as they came, after a file meta group of our own, so
 //! the sender's transfer syntax is preserved and nothing is re-encoded. The database index can

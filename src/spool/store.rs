@@ -181,7 +181,7 @@ impl Spool {
     /// its flush), which writes the directory once less: on ext4 without a journal the link
     /// raises the file's link count in memory only, and the directory fsync does not write the
     /// file's inode. After a power cut the directory names an inode whose link count on disk is
-    /// 0, and `e2fsck` deletes it: tests/spool_power_cut.rs lost 5 of 32 stored files that way.
+    /// 0, and `e2fsck` deletes it: tests/power_cut.rs lost 5 of 32 stored files that way.
     /// A temporary file has its name, and a link count of 1, from the start.
     pub fn write(&self, planned: &Planned, dataset: &[u8]) -> Result<(), SpoolError> {
         let target = self.0.root.join(&planned.stored.relative_path);

@@ -12,6 +12,7 @@
 //! job its successor requeues. A daemon asked to stop (SIGTERM) stops the child too, rather
 //! than wait up to an hour for it, and gives the job back ([`Interrupted`]).
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -65,9 +66,15 @@ enum Ended {
     Interrupted,
 }
 
-/// Runs the conversion in this process: what `brainaged convert-job` does.
+/// Runs the conversion in this process: what `brainaged convert-job` does. A conversion that
+/// fails leaves no output folder: nothing half-written stays on a full disk for a later stage
+/// to find.
 pub fn convert_here(request: &Request) -> Response {
-    convert_and_write(request).map_err(|e| format!("{e:#}"))
+    let result = convert_and_write(request);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&request.out_dir);
+    }
+    result.map_err(|e| format!("{e:#}"))
 }
 
 /// Runs the conversion in a child process of `program` (the daemon's own binary), stopping it
@@ -275,7 +282,8 @@ fn die_with_parent(command: &mut Command) {
 
 /// Converts the request's files and writes each volume under its output folder.
 fn convert_and_write(request: &Request) -> anyhow::Result<Converted> {
-    std::fs::create_dir_all(&request.out_dir)?;
+    fresh_folder(&request.out_dir)
+        .with_context(|| format!("making the folder {}", request.out_dir.display()))?;
     let mut converted = Converted::default();
     let mut classes = Vec::new();
     for result in convert::convert_paths(&request.paths, &request.options) {
@@ -304,7 +312,45 @@ fn convert_and_write(request: &Request) -> anyhow::Result<Converted> {
         }
     }
     converted.class = series_class(&classes).map(|c| c.as_str().to_string());
+    make_durable(&request.out_dir, &converted.records)?;
     Ok(converted)
+}
+
+/// Empties the version's output folder, making it if needed: a job run again after the daemon
+/// died must not leave the files of the attempt before beside its own.
+fn fresh_folder(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
+}
+
+/// Sends the written files, and the folders that name them, to the disk. The daemon records the
+/// conversion once the converter has answered, and later stages read the files a record names;
+/// without this a power cut soon after could leave a recorded file empty or missing (a new
+/// file's data reaches an ext4 disk up to half a minute after it is written).
+fn make_durable(dir: &Path, records: &[ConversionRecord]) -> anyhow::Result<()> {
+    for r in records {
+        let optional = [&r.sidecar_path, &r.bval_path, &r.bvec_path];
+        for path in std::iter::once(&r.nifti_path).chain(optional.into_iter().flatten()) {
+            sync(Path::new(path))?;
+        }
+    }
+    // The version's folder, the series' folder that names it, and the output folder above.
+    for folder in dir.ancestors().take(3) {
+        if !folder.as_os_str().is_empty() {
+            sync(folder)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync(path: &Path) -> anyhow::Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("flushing {} to the disk", path.display()))
 }
 
 /// The class recorded for the series: diffusion wins over T1w, which wins over other, so that a
@@ -401,6 +447,23 @@ mod tests {
         let e = run("exec sleep 30", Duration::from_millis(300), &stop).unwrap_err();
         assert!(format!("{e:#}").contains("ran past"), "{e:#}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A job run again after the daemon died starts from an empty folder.
+    #[test]
+    fn a_conversion_starts_from_an_empty_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("series").join("v1");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        std::fs::write(out_dir.join("left_by_an_earlier_attempt.nii.gz"), b"half").unwrap();
+        let request = Request {
+            paths: Vec::new(),
+            out_dir: out_dir.clone(),
+            options: ConvertOptions::default(),
+        };
+        let converted = convert_here(&request).expect("nothing to convert is no error");
+        assert!(converted.records.is_empty());
+        assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
     }
 
     /// systemd's stop signals every process of the service, and Ctrl-C the whole process

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod index;
+pub mod tmpfs;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

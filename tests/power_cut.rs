@@ -1,5 +1,6 @@
 //! A power cut right after `Spool::store` returns loses nothing, on the filesystems a site puts
-//! its spool on: ext4 with and without a journal, and XFS.
+//! its spool on: ext4 with and without a journal, and XFS; nor does one right after the
+//! converter has answered for a conversion, which the daemon then records.
 //!
 //! kill -9 (tests/ingest_durability.rs) cannot show this: the kernel still holds the page cache
 //! and writes it back later. A power cut loses whatever the spool's fsyncs did not send to the
@@ -16,7 +17,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use brainaged::convert::ConvertOptions;
 use brainaged::spool::{Incoming, Spool};
+use brainaged::tracker::convert_job::{self, Request};
 
 #[derive(Clone, Copy, Debug)]
 enum Fs {
@@ -144,20 +149,15 @@ fn after_power_cut(fs_kind: Fs, snapshot: &Path, at: &Path) -> Mounted {
     Mounted::new(snapshot, at)
 }
 
-fn power_cut_keeps_every_stored_instance(fs_kind: Fs) {
+fn assert_root() {
     assert!(
         unsafe { libc::geteuid() } == 0,
         "this test mounts loop devices: run it as root (the test machines do)"
     );
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("disk.img");
-    let snapshot = work.path().join("after-power-cut.img");
-    make_filesystem(fs_kind, &image);
+}
 
-    let live = Mounted::new(&image, &work.path().join("live"));
-    let spool = Spool::open(live.0.join("spool")).expect("open spool");
-    let stored = store_instances(&spool);
-    // The power goes now: the device holds what the image file holds.
+/// The power goes now: the device holds what the image file holds.
+fn cut_power(image: &Path, snapshot: &Path) {
     run_ok(
         "cp",
         &[
@@ -166,6 +166,19 @@ fn power_cut_keeps_every_stored_instance(fs_kind: Fs) {
             snapshot.to_str().unwrap(),
         ],
     );
+}
+
+fn power_cut_keeps_every_stored_instance(fs_kind: Fs) {
+    assert_root();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("disk.img");
+    let snapshot = work.path().join("after-power-cut.img");
+    make_filesystem(fs_kind, &image);
+
+    let live = Mounted::new(&image, &work.path().join("live"));
+    let spool = Spool::open(live.0.join("spool")).expect("open spool");
+    let stored = store_instances(&spool);
+    cut_power(&image, &snapshot);
     drop(live);
 
     let after = after_power_cut(fs_kind, &snapshot, &work.path().join("after"));
@@ -202,4 +215,58 @@ fn ext4_keeps_every_stored_instance() {
 #[test]
 fn xfs_keeps_every_stored_instance() {
     power_cut_keeps_every_stored_instance(Fs::Xfs);
+}
+
+/// Every file a conversion's records name is on the device, whole, once the converter has
+/// answered: the daemon records the conversion then, and later stages read what it names.
+#[test]
+fn a_conversion_answered_for_survives_a_power_cut() {
+    assert_root();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("disk.img");
+    let snapshot = work.path().join("after-power-cut.img");
+    make_filesystem(Fs::Ext4, &image);
+
+    let live = Mounted::new(&image, &work.path().join("live"));
+    let request = Request {
+        paths: common::dicom_files(&common::dicom_folder("ge-dwi-tensor-r2")),
+        out_dir: live.0.join("derived").join("series").join("v1"),
+        options: ConvertOptions::default(),
+    };
+    let converted = convert_job::convert_here(&request).expect("converted");
+    let named: Vec<&String> = converted
+        .records
+        .iter()
+        .flat_map(|r| {
+            let optional = [&r.sidecar_path, &r.bval_path, &r.bvec_path];
+            std::iter::once(&r.nifti_path).chain(optional.into_iter().flatten())
+        })
+        .collect();
+    assert!(
+        named.len() >= 4,
+        "a DWI volume with its sidecar, bval and bvec"
+    );
+    let written: Vec<(PathBuf, Vec<u8>)> = named
+        .iter()
+        .map(|p| {
+            let path = Path::new(p.as_str());
+            let relative = path.strip_prefix(&live.0).unwrap().to_path_buf();
+            (relative, fs::read(path).unwrap())
+        })
+        .collect();
+    cut_power(&image, &snapshot);
+    drop(live);
+
+    let after = after_power_cut(Fs::Ext4, &snapshot, &work.path().join("after"));
+    let lost: Vec<_> = written
+        .iter()
+        .filter(|(path, bytes)| fs::read(after.0.join(path)).ok().as_ref() != Some(bytes))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} written files lost or changed by the power cut: {lost:?}",
+        lost.len(),
+        written.len()
+    );
 }
