@@ -234,14 +234,7 @@ fn a_conversion_answered_for_survives_a_power_cut() {
         options: ConvertOptions::default(),
     };
     let converted = convert_job::convert_here(&request).expect("converted");
-    let named: Vec<&String> = converted
-        .records
-        .iter()
-        .flat_map(|r| {
-            let optional = [&r.sidecar_path, &r.bval_path, &r.bvec_path];
-            std::iter::once(&r.nifti_path).chain(optional.into_iter().flatten())
-        })
-        .collect();
+    let named: Vec<&str> = converted.records.iter().flat_map(|r| r.files()).collect();
     assert!(
         named.len() >= 4,
         "a DWI volume with its sidecar, bval and bvec"
@@ -249,7 +242,7 @@ fn a_conversion_answered_for_survives_a_power_cut() {
     let written: Vec<(PathBuf, Vec<u8>)> = named
         .iter()
         .map(|p| {
-            let path = Path::new(p.as_str());
+            let path = Path::new(p);
             let relative = path.strip_prefix(&live.0).unwrap().to_path_buf();
             (relative, fs::read(path).unwrap())
         })

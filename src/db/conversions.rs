@@ -12,6 +12,16 @@ pub struct ConversionRecord {
     pub bvec_path: Option<String>,
 }
 
+impl ConversionRecord {
+    /// Every file the record names: the volume, then its sidecar, b-values and b-vectors where
+    /// they were written.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        let optional = [&self.sidecar_path, &self.bval_path, &self.bvec_path];
+        std::iter::once(self.nifti_path.as_str())
+            .chain(optional.into_iter().flatten().map(String::as_str))
+    }
+}
+
 impl Db {
     /// Spool paths (relative to the spool root) of every instance of a series.
     pub async fn series_spool_paths(&self, series_uid: &str) -> Result<Vec<String>, DbError> {

@@ -148,7 +148,7 @@ impl Running {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        die_with_parent(&mut command);
+        tie_to_daemon(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting the converter {}", program.display()))?;
@@ -258,7 +258,7 @@ fn signal_name(signal: i32) -> &'static str {
 /// process of the service, and a terminal's Ctrl-C sends SIGINT to the whole process group, so
 /// the converter would die of the signal, and its job fail, before the daemon had heard of the
 /// stop and could give the job back. The daemon stops the child itself.
-fn die_with_parent(command: &mut Command) {
+fn tie_to_daemon(command: &mut Command) {
     let daemon = std::process::id() as libc::pid_t;
     // SAFETY: prctl, getppid and signal are async-signal-safe and touch no memory of the
     // parent. An ignored disposition survives the exec.
@@ -332,11 +332,8 @@ fn fresh_folder(dir: &Path) -> std::io::Result<()> {
 /// without this a power cut soon after could leave a recorded file empty or missing (a new
 /// file's data reaches an ext4 disk up to half a minute after it is written).
 fn make_durable(dir: &Path, records: &[ConversionRecord]) -> anyhow::Result<()> {
-    for r in records {
-        let optional = [&r.sidecar_path, &r.bval_path, &r.bvec_path];
-        for path in std::iter::once(&r.nifti_path).chain(optional.into_iter().flatten()) {
-            sync(Path::new(path))?;
-        }
+    for path in records.iter().flat_map(ConversionRecord::files) {
+        sync(Path::new(path))?;
     }
     // The version's folder, the series' folder that names it, and the output folder above.
     for folder in dir.ancestors().take(3) {
