@@ -9,6 +9,10 @@ pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test mounts a tmpfs to fill a real filesystem: run it as root (the test machines do)"
+        );
         std::fs::create_dir_all(at).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
