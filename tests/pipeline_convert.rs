@@ -265,7 +265,8 @@ fn long_series() -> std::path::PathBuf {
     dicom_folder("philips-dwi-bangalore").join("dwi_no-phi")
 }
 
-/// Sends the long series and returns the process ID of its converter once its job runs.
+/// Sends the long series and returns the process ID of its converter once its job runs,
+/// checking that the out-of-memory killer would take the converter first.
 async fn converting_long_series(db: &Db, daemon: &Daemon) -> u32 {
     assert!(
         storescu(daemon.port, "SCANNER", &[&long_series()])
@@ -273,7 +274,10 @@ async fn converting_long_series(db: &Db, daemon: &Daemon) -> u32 {
             .success()
     );
     wait_running(db, daemon, 1).await;
-    wait_converter(daemon).await
+    let converter = wait_converter(daemon).await;
+    let score = std::fs::read_to_string(format!("/proc/{converter}/oom_score_adj")).unwrap();
+    assert_eq!(score.trim(), "1000");
+    converter
 }
 
 /// Whether the converter `pid` ends within 5 s; it is killed if not, so that no test leaves

@@ -257,11 +257,13 @@ fn signal_name(signal: i32) -> &'static str {
 /// otherwise. And the child ignores SIGTERM and SIGINT: systemd's stop sends SIGTERM to every
 /// process of the service, and a terminal's Ctrl-C sends SIGINT to the whole process group, so
 /// the converter would die of the signal, and its job fail, before the daemon had heard of the
-/// stop and could give the job back. The daemon stops the child itself.
+/// stop and could give the job back. The daemon stops the child itself. Last, the child offers
+/// itself first to the out-of-memory killer (`oom_score_adj` 1000): when memory runs out, the
+/// conversion fails its job and the daemon, and a PostgreSQL beside it, go on.
 fn tie_to_daemon(command: &mut Command) {
     let daemon = std::process::id() as libc::pid_t;
-    // SAFETY: prctl, getppid and signal are async-signal-safe and touch no memory of the
-    // parent. An ignored disposition survives the exec.
+    // SAFETY: prctl, getppid, signal, open, write and close are async-signal-safe and touch no
+    // memory of the parent. An ignored disposition survives the exec, as does the OOM score.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
@@ -274,6 +276,12 @@ fn tie_to_daemon(command: &mut Command) {
                 if libc::signal(signal, libc::SIG_IGN) == libc::SIG_ERR {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // Raising one's own score needs no privilege; without /proc the child still runs.
+            let score = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if score >= 0 {
+                libc::write(score, b"1000".as_ptr().cast(), 4);
+                libc::close(score);
             }
             Ok(())
         });
@@ -444,6 +452,15 @@ mod tests {
         let e = run("exec sleep 30", Duration::from_millis(300), &stop).unwrap_err();
         assert!(format!("{e:#}").contains("ran past"), "{e:#}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The out-of-memory killer takes the converter before anything else.
+    #[test]
+    fn the_converter_is_first_for_the_out_of_memory_killer() {
+        let (_trigger, stop) = shutdown::channel();
+        let body = "echo \"oom_score_adj $(cat /proc/self/oom_score_adj)\" >&2; exit 1";
+        let text = format!("{:#}", run(body, LONG, &stop).unwrap_err());
+        assert!(text.ends_with("it said: oom_score_adj 1000"), "{text}");
     }
 
     /// A job run again after the daemon died starts from an empty folder.
