@@ -128,18 +128,6 @@ async fn kill9_during_a_2000_instance_send_loses_nothing_acknowledged() {
     assert!(daemon.terminate().success(), "SIGTERM exits 0");
 }
 
-/// A private cluster the test may stop and start; its directory must be reachable by the
-/// `postgres` user the cluster runs as when the test runs as root.
-fn private_cluster_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("brainaged-pg")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_answers_failure_and_loses_nothing() {
     let pg_dir = private_cluster_dir();

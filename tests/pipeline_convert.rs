@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use brainaged::db::Db;
+use brainaged::db::embedded::EmbeddedCluster;
 use brainaged::nifti_io::read_volume;
 use common::*;
 
@@ -589,4 +590,53 @@ async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
         );
     }
     assert!(daemon.terminate().success());
+}
+
+/// The database goes away while a job converts: the job is neither failed for it nor left
+/// 'running' until the next start. Once the database answers again the job goes back to the
+/// queue and the same daemon converts the series anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_during_a_job_delays_it_and_the_same_daemon_converts_it() {
+    let pg_dir = private_cluster_dir();
+    let mut cluster = EmbeddedCluster::start(pg_dir.path()).expect("private PostgreSQL");
+    cluster.ensure_database().await.unwrap();
+    let url = cluster.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("derived").display().to_string();
+    let mut env = FAST.to_vec();
+    env.push(("BRAINAGED__PIPELINE__OUTPUT_DIR", &out));
+    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &env);
+    let db = Db::connect(&url, 2).await.unwrap();
+    let converter = converting_long_series(&db, &daemon).await;
+    // The conversion is held while the database stops, so that it ends during the outage.
+    unsafe { libc::kill(converter as i32, libc::SIGSTOP) };
+    db.close().await;
+    cluster.stop().expect("stop PostgreSQL");
+    drop(cluster);
+    unsafe { libc::kill(converter as i32, libc::SIGCONT) };
+    assert!(
+        wait_until(60, || daemon
+            .log_text()
+            .contains("the database went away during the job")),
+        "{}",
+        daemon.log_text()
+    );
+
+    let cluster = EmbeddedCluster::start(pg_dir.path()).expect("restart PostgreSQL");
+    let db = Db::connect(&url, 2).await.unwrap();
+    wait_jobs(&db, 1).await;
+    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
+    let paths: Vec<String> = sqlx::query_scalar("SELECT nifti_path FROM conversions")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(!paths.is_empty());
+    assert!(paths.iter().all(|p| Path::new(p).exists()), "{paths:?}");
+    assert!(daemon.terminate().success());
+    db.close().await;
+    drop(cluster);
 }

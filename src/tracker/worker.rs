@@ -6,6 +6,8 @@
 //! requested a worker stops its conversion and gives the job back to the queue without
 //! counting the attempt (`Db::return_job`): a stop is not the series' fault, and an operator's
 //! `systemctl restart` should not wait for, or be killed in the middle of, a long conversion.
+//! A job the database went away under is given back the same way once the database answers
+//! again, and converted anew.
 //! A job it never finished because the daemon was killed is requeued at the next start, or
 //! failed once the daemon has died running it `pipeline.max_attempts` times
 //! (`Db::requeue_orphaned_jobs`).
@@ -17,8 +19,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::convert_job::{self, Interrupted, Request};
 use crate::convert::{ConvertOptions, output};
-use crate::db::Db;
 use crate::db::jobs::{Job, PROCESS_SERIES};
+use crate::db::{Db, DbError};
 use crate::shutdown::Shutdown;
 
 /// What a worker needs besides the database.
@@ -54,20 +56,57 @@ pub async fn run(db: Db, ctx: WorkerContext, mut shutdown: Shutdown) {
         let outcome = process(&db, &ctx, &job, &shutdown)
             .instrument(span.clone())
             .await;
-        if let Err(e) = &outcome
-            && e.is::<Interrupted>()
+        let end = span.in_scope(|| End::of(outcome));
+        record_end(&db, job.id, &end, ctx.poll * 4, &mut shutdown)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// What becomes of a job once its processing has returned.
+enum End {
+    /// Done (no error) or failed with the error.
+    Finished(Option<String>),
+    /// Back to the queue, the attempt not counted: the series is not at fault.
+    GivenBack,
+}
+
+impl End {
+    fn of(outcome: anyhow::Result<()>) -> End {
+        let Err(e) = outcome else {
+            return End::Finished(None);
+        };
+        if e.is::<Interrupted>() {
+            info!("conversion stopped for shutdown; the job goes back to the queue");
+            End::GivenBack
+        } else if e
+            .downcast_ref::<DbError>()
+            .is_some_and(DbError::is_unavailable)
         {
-            give_back(&db, job.id).instrument(span).await;
-            continue;
+            warn!(error = %e, "the database went away during the job; it goes back to the queue");
+            End::GivenBack
+        } else {
+            warn!(error = %e, "job failed");
+            End::Finished(Some(format!("{e:#}")))
         }
-        let error = outcome.err().map(|e| format!("{e:#}"));
-        if let Some(e) = &error {
-            span.in_scope(|| warn!(error = %e, "job failed"));
+    }
+}
+
+/// Records the end of a job, retrying while the database is unavailable: a job left 'running'
+/// would be taken up again only at the next start. On shutdown it gives up, and the next start
+/// requeues the job.
+async fn record_end(db: &Db, id: i64, end: &End, retry: Duration, shutdown: &mut Shutdown) {
+    loop {
+        let recorded = match end {
+            End::Finished(error) => db.finish_job(id, error.as_deref()).await,
+            End::GivenBack => db.return_job(id).await,
+        };
+        let Err(e) = recorded else { return };
+        warn!(error = %e, "cannot record the end of the job; will retry");
+        if shutdown.is_requested() {
+            return;
         }
-        if let Err(e) = db.finish_job(job.id, error.as_deref()).await {
-            // The job stays 'running' and is requeued at the next start: done twice, never lost.
-            warn!(error = %e, job = job.id, "cannot record the end of a job");
-        }
+        pause(retry, shutdown).await;
     }
 }
 
@@ -76,15 +115,6 @@ async fn pause(time: Duration, shutdown: &mut Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(time) => {}
         _ = shutdown.requested() => {}
-    }
-}
-
-/// Puts a job whose conversion the shutdown stopped back in the queue.
-async fn give_back(db: &Db, id: i64) {
-    match db.return_job(id).await {
-        Ok(()) => info!("conversion stopped for shutdown; the job goes back to the queue"),
-        // It stays 'running' and is requeued at the next start, as after a crash.
-        Err(e) => warn!(error = %e, "cannot return a stopped job to the queue"),
     }
 }
 

@@ -329,3 +329,15 @@ pub fn with_long_value(bytes: &[u8]) -> Vec<u8> {
     hostile.extend_from_slice(&bytes[at..]);
     hostile
 }
+
+/// A private cluster the test may stop and start; its directory must be reachable by the
+/// `postgres` user the cluster runs as when the test runs as root.
+pub fn private_cluster_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("brainaged-pg")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
