@@ -526,6 +526,14 @@ async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
     assert!(daemon.terminate().success());
 }
 
+/// The volumes the conversions table names.
+async fn converted_volumes(db: &Db) -> Vec<String> {
+    sqlx::query_scalar("SELECT nifti_path FROM conversions")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
 /// Every file under `dir`.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     walkdir::WalkDir::new(dir)
@@ -578,10 +586,7 @@ async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
         "{}",
         daemon.log_text()
     );
-    let paths: Vec<String> = sqlx::query_scalar("SELECT nifti_path FROM conversions")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let paths = converted_volumes(&db).await;
     assert!(!paths.is_empty());
     for path in paths {
         assert!(
@@ -630,10 +635,7 @@ async fn a_database_outage_during_a_job_delays_it_and_the_same_daemon_converts_i
         .await
         .unwrap();
     assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
-    let paths: Vec<String> = sqlx::query_scalar("SELECT nifti_path FROM conversions")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let paths = converted_volumes(&db).await;
     assert!(!paths.is_empty());
     assert!(paths.iter().all(|p| Path::new(p).exists()), "{paths:?}");
     assert!(daemon.terminate().success());

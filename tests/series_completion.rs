@@ -210,6 +210,39 @@ async fn a_job_the_daemon_died_running_too_often_is_failed() {
     assert!(db.claim_job(&kinds).await.unwrap().is_none());
 }
 
+/// A job given back is queued again with its attempt taken back; a job's error that quotes a
+/// NUL (a value a peer sent) is still recorded.
+#[tokio::test]
+async fn a_job_given_back_keeps_its_attempts_and_an_error_may_hold_a_nul() {
+    let (db, _) = Db::connect_for_test().await.expect("test database");
+    db.index_instance(&record("1.2.3.b", "1.2.3.b.0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.complete_stable_series(1).await.unwrap();
+    let kinds = vec![PROCESS_SERIES.to_string()];
+    let job = db.claim_job(&kinds).await.unwrap().expect("a job");
+    db.return_job(job.id).await.unwrap();
+    let again = db
+        .claim_job(&kinds)
+        .await
+        .unwrap()
+        .expect("the job, queued again");
+    assert_eq!((again.id, again.attempts), (job.id, 1));
+
+    db.finish_job(job.id, Some("description 'T1\0w' not understood"))
+        .await
+        .unwrap();
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM jobs WHERE id = $1")
+            .bind(job.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(error.as_deref(), Some("description 'T1w' not understood"));
+}
+
 /// Everything the index holds, as comparable text: instances, series, studies and patients.
 async fn index_state(db: &Db) -> Vec<String> {
     sqlx::query_scalar::<_, String>(

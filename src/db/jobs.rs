@@ -119,6 +119,8 @@ impl Db {
     /// Marks a job done, or failed with `error`.
     pub async fn finish_job(&self, id: i64, error: Option<&str>) -> Result<(), DbError> {
         let state = if error.is_some() { "failed" } else { "done" };
+        // PostgreSQL text cannot hold a NUL, and an error may quote a value a peer sent.
+        let error = error.map(|e| e.replace('\0', ""));
         sqlx::query!(
             "UPDATE jobs SET state = $2, error = $3, finished_at = now() WHERE id = $1",
             id,
@@ -130,9 +132,9 @@ impl Db {
         Ok(())
     }
 
-    /// Puts a job this daemon was running back in the queue because it is stopping, and takes
-    /// back the attempt: `pipeline.max_attempts` counts the times the daemon died running a
-    /// job, and a clean stop is not one of them.
+    /// Puts a job this daemon was running back in the queue, because it is stopping or the
+    /// database went away under the job, and takes back the attempt: `pipeline.max_attempts`
+    /// counts the times the daemon died running a job, and neither is one of them.
     pub async fn return_job(&self, id: i64) -> Result<(), DbError> {
         sqlx::query!(
             r#"UPDATE jobs SET state = 'queued', started_at = NULL, attempts = attempts - 1

@@ -93,8 +93,8 @@ impl End {
 }
 
 /// Records the end of a job, retrying while the database is unavailable: a job left 'running'
-/// would be taken up again only at the next start. On shutdown it gives up, and the next start
-/// requeues the job.
+/// would be taken up again only at the next start. On shutdown, or an error retrying cannot
+/// mend, it gives up and leaves that to the next start.
 async fn record_end(db: &Db, id: i64, end: &End, retry: Duration, shutdown: &mut Shutdown) {
     loop {
         let recorded = match end {
@@ -102,10 +102,11 @@ async fn record_end(db: &Db, id: i64, end: &End, retry: Duration, shutdown: &mut
             End::GivenBack => db.return_job(id).await,
         };
         let Err(e) = recorded else { return };
-        warn!(error = %e, "cannot record the end of the job; will retry");
-        if shutdown.is_requested() {
+        if !e.is_unavailable() || shutdown.is_requested() {
+            warn!(error = %e, "cannot record the end of the job; the next start requeues it");
             return;
         }
+        warn!(error = %e, "cannot record the end of the job; will retry");
         pause(retry, shutdown).await;
     }
 }
