@@ -505,10 +505,7 @@ async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
         took < std::time::Duration::from_secs(10),
         "the daemon took {took:?} to stop"
     );
-    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let job = the_only_job(&db).await;
     assert_eq!(job, ("queued".to_string(), 0), "{}", daemon.log_text());
     assert!(
         daemon.log_text().contains("the job goes back to the queue"),
@@ -518,12 +515,17 @@ async fn a_stopping_daemon_gives_its_job_back_and_the_next_start_converts_it() {
 
     daemon.restart();
     wait_jobs(&db, 1).await;
-    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let job = the_only_job(&db).await;
     assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
     assert!(daemon.terminate().success());
+}
+
+/// The state and attempts of the only job.
+async fn the_only_job(db: &Db) -> (String, i32) {
+    sqlx::query_as("SELECT state, attempts FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
 }
 
 /// The volumes the conversions table names.
@@ -630,10 +632,7 @@ async fn a_database_outage_during_a_job_delays_it_and_the_same_daemon_converts_i
     let cluster = EmbeddedCluster::start(pg_dir.path()).expect("restart PostgreSQL");
     let db = Db::connect(&url, 2).await.unwrap();
     wait_jobs(&db, 1).await;
-    let job: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let job = the_only_job(&db).await;
     assert_eq!(job, ("done".to_string(), 1), "{}", daemon.log_text());
     let paths = converted_volumes(&db).await;
     assert!(!paths.is_empty());

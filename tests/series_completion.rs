@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use brainaged::db::Db;
-use brainaged::db::jobs::PROCESS_SERIES;
+use brainaged::db::jobs::{Job, PROCESS_SERIES};
 
 mod common;
 use common::index::{count, record};
@@ -153,16 +153,23 @@ async fn concurrent_workers_claim_distinct_jobs() {
     );
 }
 
-#[tokio::test]
-async fn jobs_left_running_are_requeued() {
+/// A fresh database with one instance of `series`, completed, and its job claimed; with the
+/// job kinds a worker claims.
+async fn one_claimed_job(series: &str) -> (Db, Vec<String>, Job) {
     let (db, _) = Db::connect_for_test().await.expect("test database");
-    db.index_instance(&record("1.2.3.r", "1.2.3.r.0"))
+    db.index_instance(&record(series, &format!("{series}.0")))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     db.complete_stable_series(1).await.unwrap();
     let kinds = vec![PROCESS_SERIES.to_string()];
     let job = db.claim_job(&kinds).await.unwrap().expect("a job");
+    (db, kinds, job)
+}
+
+#[tokio::test]
+async fn jobs_left_running_are_requeued() {
+    let (db, kinds, job) = one_claimed_job("1.2.3.r").await;
     assert!(db.claim_job(&kinds).await.unwrap().is_none());
     // The daemon "dies" here; its successor requeues the job and claims it again.
     let orphans = db.requeue_orphaned_jobs(3).await.unwrap();
@@ -214,14 +221,7 @@ async fn a_job_the_daemon_died_running_too_often_is_failed() {
 /// NUL (a value a peer sent) is still recorded.
 #[tokio::test]
 async fn a_job_given_back_keeps_its_attempts_and_an_error_may_hold_a_nul() {
-    let (db, _) = Db::connect_for_test().await.expect("test database");
-    db.index_instance(&record("1.2.3.b", "1.2.3.b.0"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    db.complete_stable_series(1).await.unwrap();
-    let kinds = vec![PROCESS_SERIES.to_string()];
-    let job = db.claim_job(&kinds).await.unwrap().expect("a job");
+    let (db, kinds, job) = one_claimed_job("1.2.3.b").await;
     db.return_job(job.id).await.unwrap();
     let again = db
         .claim_job(&kinds)
