@@ -25,6 +25,8 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// Print counts of instances, series by state and jobs by state.
     Status(cmd::status::Args),
+    /// List the job queue, and run failed jobs again.
+    Jobs(cmd::jobs::Args),
     /// Rebuild the database index from the spool.
     Reindex(cmd::reindex::Args),
     /// Convert a folder of DICOM to NIfTI as dcm2niix does.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Migrate(a) => cmd::migrate::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Jobs(a) => cmd::jobs::run(a),
         Command::Reindex(a) => cmd::reindex::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Dti(a) => cmd::dti::run(a),

@@ -550,7 +550,70 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 /// half-written for a later stage to find; once there is room, the series sent again converts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
-    let (db, tmp, mut daemon) = converting_daemon().await;
+    let (db, _tmp, mut daemon, disk, series) = a_job_failed_on_a_full_disk().await;
+    disk.resize("16m");
+    assert!(
+        storescu(daemon.port, "SCANNER", &[&series])
+            .status
+            .success()
+    );
+    wait_jobs(&db, 2).await;
+    assert_eq!(
+        job_states(&db).await,
+        ["failed", "done"],
+        "{}",
+        daemon.log_text()
+    );
+    assert_whole_volumes(&db).await;
+    assert!(daemon.terminate().success());
+}
+
+/// Once the disk has room again, the operator runs the failed job again with `brainaged jobs
+/// retry` (no resend, no new version), and the running daemon converts the series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_retried_by_the_operator_converts_its_series() {
+    let (db, _tmp, mut daemon, disk, _) = a_job_failed_on_a_full_disk().await;
+    let listed = daemon.command(&["jobs", "list", "--state", "failed", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let error = listed[0]["error"]
+        .as_str()
+        .expect("the failed job and its error");
+    assert!(error.contains("No space left on device"), "{error}");
+
+    disk.resize("16m");
+    let retried = daemon.command(&["jobs", "retry", "--failed"]);
+    assert!(retried.status.success(), "{retried:?}");
+    wait_jobs(&db, 1).await;
+    let (state, attempts, version): (String, i32, i32) =
+        sqlx::query_as("SELECT state, attempts, series_version FROM jobs")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempts, version),
+        ("done", 1, 1),
+        "{}",
+        daemon.log_text()
+    );
+    assert_whole_volumes(&db).await;
+    let again = daemon.command(&["jobs", "retry", &listed[0]["id"].to_string()]);
+    assert!(!again.status.success(), "a done job is not run again");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("not failed but done"), "{said}");
+    assert!(daemon.terminate().success());
+}
+
+/// A daemon whose output folder is a 512 KiB tmpfs, sent a DWI series it cannot write there:
+/// the job has failed, with nothing left behind. Returns the tmpfs and the series' folder.
+async fn a_job_failed_on_a_full_disk() -> (
+    Db,
+    tempfile::TempDir,
+    Daemon,
+    common::tmpfs::Tmpfs,
+    std::path::PathBuf,
+) {
+    let (db, tmp, daemon) = converting_daemon().await;
     let derived = tmp.path().join("derived");
     // The DWI's volume alone is 0.9 MB.
     let disk = common::tmpfs::Tmpfs::mount(&derived, "512k");
@@ -574,21 +637,12 @@ async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
         .await
         .unwrap();
     assert_eq!(recorded, 0);
+    (db, tmp, daemon, disk, series)
+}
 
-    disk.resize("16m");
-    assert!(
-        storescu(daemon.port, "SCANNER", &[&series])
-            .status
-            .success()
-    );
-    wait_jobs(&db, 2).await;
-    assert_eq!(
-        job_states(&db).await,
-        ["failed", "done"],
-        "{}",
-        daemon.log_text()
-    );
-    let paths = converted_volumes(&db).await;
+/// Every volume recorded is there and reads back whole.
+async fn assert_whole_volumes(db: &Db) {
+    let paths = converted_volumes(db).await;
     assert!(!paths.is_empty());
     for path in paths {
         assert!(
@@ -596,7 +650,6 @@ async fn a_full_output_disk_fails_the_job_and_leaves_nothing_half_written() {
             "{path} is not a whole volume"
         );
     }
-    assert!(daemon.terminate().success());
 }
 
 /// The database goes away while a job converts: the job is neither failed for it nor left

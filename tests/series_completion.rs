@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use brainaged::db::Db;
-use brainaged::db::jobs::{Job, PROCESS_SERIES};
+use brainaged::db::jobs::{Job, PROCESS_SERIES, Retry};
 
 mod common;
 use common::index::{count, record};
@@ -241,6 +241,67 @@ async fn a_job_given_back_keeps_its_attempts_and_an_error_may_hold_a_nul() {
             .unwrap();
     assert_eq!(state, "failed");
     assert_eq!(error.as_deref(), Some("description 'T1w' not understood"));
+}
+
+/// A failed job is queued again as new (no attempts, no error) and claimed; a running, done or
+/// missing job is not.
+#[tokio::test]
+async fn a_failed_job_is_queued_again_as_new() {
+    let (db, kinds, job) = one_claimed_job("1.2.3.f").await;
+    let not_failed = |state: &str| Retry::NotFailed(state.to_string());
+    assert_eq!(db.retry_job(job.id).await.unwrap(), not_failed("running"));
+    db.finish_job(job.id, Some("No space left on device"))
+        .await
+        .unwrap();
+    assert_eq!(db.failed_job_ids().await.unwrap(), [job.id]);
+    assert_eq!(db.retry_job(job.id).await.unwrap(), Retry::Queued);
+    let listed = db.list_jobs(None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let queued = &listed[0];
+    assert_eq!(
+        (queued.id, queued.state.as_str(), queued.attempts),
+        (job.id, "queued", 0)
+    );
+    assert_eq!((&queued.error, queued.finished_at), (&None, None));
+    assert!(db.failed_job_ids().await.unwrap().is_empty());
+
+    let again = db.claim_job(&kinds).await.unwrap().expect("the job");
+    assert_eq!((again.id, again.attempts), (job.id, 1));
+    db.finish_job(job.id, None).await.unwrap();
+    assert_eq!(db.retry_job(job.id).await.unwrap(), not_failed("done"));
+    assert_eq!(db.retry_job(job.id + 1000).await.unwrap(), Retry::NoSuchJob);
+}
+
+/// A failed job whose series has moved on is not run again: it would convert the series as it
+/// is now under the old version's name. That holds while the series receives again, and after
+/// it completes as the next version.
+#[tokio::test]
+async fn a_failed_job_of_an_older_version_is_not_run_again() {
+    let series = "1.2.3.s";
+    let (db, _, job) = one_claimed_job(series).await;
+    db.finish_job(job.id, Some("cannot read")).await.unwrap();
+    db.index_instance(&record(series, &format!("{series}.late")))
+        .await
+        .unwrap();
+    let superseded = Retry::Superseded {
+        version: 1,
+        latest: 2,
+    };
+    assert_eq!(db.retry_job(job.id).await.unwrap(), superseded);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(db.complete_stable_series(1).await.unwrap().len(), 1);
+    assert_eq!(db.retry_job(job.id).await.unwrap(), superseded);
+
+    let listed = db.list_jobs(None, 10).await.unwrap();
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|j| (j.series_version, j.state.as_str()))
+        .collect();
+    assert_eq!(seen, [(2, "queued"), (1, "failed")], "newest first");
+    let failed = db.list_jobs(Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].error.as_deref(), Some("cannot read"));
+    assert_eq!(db.list_jobs(None, 1).await.unwrap().len(), 1);
 }
 
 /// Everything the index holds, as comparable text: instances, series, studies and patients.

@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use common::*;
 
@@ -31,11 +30,7 @@ fn embedded_cluster_serves_and_logs_no_phi() {
     );
     let sent = dicom_files(&folder).len();
 
-    let status = Command::new(env!("CARGO_BIN_EXE_brainaged"))
-        .args(["status", "--json"])
-        .envs(daemon.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let status = daemon.command(&["status", "--json"]);
     assert!(
         status.status.success(),
         "{}",

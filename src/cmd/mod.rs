@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod convert_job;
 pub mod dti;
+pub mod jobs;
 pub mod migrate;
 pub mod models;
 pub mod prepare;

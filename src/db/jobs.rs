@@ -177,3 +177,118 @@ impl Db {
         })
     }
 }
+
+/// A job as an operator lists it (`brainaged jobs list`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobSummary {
+    pub id: i64,
+    pub kind: String,
+    pub series_instance_uid: String,
+    pub series_version: i32,
+    pub state: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What asking to run a job again did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Queued again, with its attempts and error cleared.
+    Queued,
+    /// No job has that id.
+    NoSuchJob,
+    /// Only a failed job is run again; this one is in the state named.
+    NotFailed(String),
+    /// The job is for an older version of its series, or its series is receiving again: running
+    /// it would convert the series' instances as they are now under the old version's name.
+    /// The series' latest version (or the one on its way) is the one to look at.
+    Superseded { version: i32, latest: i32 },
+}
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retry::Queued => write!(f, "queued again"),
+            Retry::NoSuchJob => write!(f, "no such job"),
+            Retry::NotFailed(state) => {
+                write!(f, "not failed but {state}; only a failed job runs again")
+            }
+            Retry::Superseded { version, latest } => write!(
+                f,
+                "for version {version} of its series, which version {latest} supersedes; not run again"
+            ),
+        }
+    }
+}
+
+impl Db {
+    /// The newest jobs first, at most `limit`, only those in `state` when given.
+    pub async fn list_jobs(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobSummary>, DbError> {
+        Ok(sqlx::query_as!(
+            JobSummary,
+            r#"SELECT id, kind, series_instance_uid, series_version, state, attempts, error,
+                      created_at, finished_at
+               FROM jobs WHERE $1::text IS NULL OR state = $1
+               ORDER BY id DESC LIMIT $2"#,
+            state,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The ids of every failed job, oldest first.
+    pub async fn failed_job_ids(&self) -> Result<Vec<i64>, DbError> {
+        Ok(
+            sqlx::query_scalar!("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Queues a failed job again, as new: no attempts, no error. A job that failed for a cause
+    /// that has since gone (a full disk, a converter fixed by an upgrade) then runs without the
+    /// series being sent again, which would make a new version. A daemon running now picks it
+    /// up at its next poll.
+    pub async fn retry_job(&self, id: i64) -> Result<Retry, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query!(
+            r#"SELECT j.state, j.series_version, s.version, s.state AS series_state
+               FROM jobs j JOIN series s USING (series_instance_uid)
+               WHERE j.id = $1 FOR UPDATE OF j FOR SHARE OF s"#,
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job) = found else {
+            return Ok(Retry::NoSuchJob);
+        };
+        if job.state != "failed" {
+            return Ok(Retry::NotFailed(job.state));
+        }
+        // A series receiving again will complete as the version after its last one.
+        let latest = job.version + i32::from(job.series_state == "receiving");
+        if job.series_version != latest {
+            return Ok(Retry::Superseded {
+                version: job.series_version,
+                latest,
+            });
+        }
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, started_at = NULL,
+                   finished_at = NULL
+               WHERE id = $1"#,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Retry::Queued)
+    }
+}

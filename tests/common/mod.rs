@@ -181,9 +181,14 @@ impl Daemon {
         self.child.as_ref().expect("daemon running").id()
     }
 
-    /// The configuration overrides the daemon runs with, for other commands on its state.
-    pub fn env(&self) -> &[(String, String)] {
-        &self.env
+    /// Runs another `brainaged` command (`status`, `jobs`, ...) on this daemon's state, with its
+    /// configuration; returns what it printed and its exit status.
+    pub fn command(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_brainaged"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run brainaged")
     }
 
     /// Everything the daemon logged.
