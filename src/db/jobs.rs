@@ -217,7 +217,8 @@ impl std::fmt::Display for Retry {
             }
             Retry::Superseded { version, latest } => write!(
                 f,
-                "for version {version} of its series, which version {latest} supersedes; not run again"
+                "for version {version} of its series, which has moved on to version {latest} \
+                 (received, or being received); not run again"
             ),
         }
     }
