@@ -27,6 +27,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     quiet_library_backtraces();
+    // SAFETY: before the runtime or any other thread exists. Unset, so that the converter
+    // children do not take the daemon's watchdog for theirs.
+    let watchdog = unsafe { sd_notify::watchdog_enabled_and_unset_env() };
     let config = Config::load(args.config.as_deref())?;
     telemetry::init(
         args.log_json || config.logging.json,
@@ -35,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config))?;
+    rt.block_on(serve(config, watchdog))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -74,7 +77,22 @@ pub async fn open_database(config: &Config) -> anyhow::Result<(Db, Option<Embedd
     Ok((db, cluster))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Pings systemd's watchdog (the unit's `WatchdogSec`) at half its interval, from a task on the
+/// daemon's runtime: a runtime that stops running its tasks (a deadlock, every worker thread
+/// stuck) stops the pings too, and systemd restarts the daemon instead of leaving senders to
+/// time out against a port that accepts and never answers. It runs until the runtime ends, so
+/// that a long shutdown is not taken for a hang.
+async fn feed_watchdog(every: Duration) {
+    let mut tick = tokio::time::interval(every / 2);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+            warn!(error = %e, "could not ping systemd's watchdog");
+        }
+    }
+}
+
+async fn serve(config: Config, watchdog: Option<Duration>) -> anyhow::Result<()> {
     let (db, mut cluster) = open_database(&config).await?;
     if let Some(c) = cluster.as_mut() {
         c.adopt();
@@ -139,7 +157,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    info!("brainaged running");
+    if let Some(every) = watchdog {
+        tokio::spawn(feed_watchdog(every));
+    }
+    info!(
+        watchdog_secs = watchdog.map(|w| w.as_secs_f64()),
+        "brainaged running"
+    );
 
     shutdown::signal().await;
     info!("shutdown requested");
