@@ -30,6 +30,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // SAFETY: before the runtime or any other thread exists. Unset, so that the converter
     // children do not take the daemon's watchdog for theirs.
     let watchdog = unsafe { sd_notify::watchdog_enabled_and_unset_env() };
+    // systemd never sets a zero interval, but a hand-written environment may: no watchdog then.
+    let watchdog = watchdog.filter(|every| !every.is_zero());
     let config = Config::load(args.config.as_deref())?;
     telemetry::init(
         args.log_json || config.logging.json,
