@@ -92,7 +92,8 @@ fn table_row(job: &JobSummary) -> String {
 /// Queues each job again; says what happened to each, and fails when any was not queued.
 async fn retry(db: &Db, ids: Vec<i64>, all_failed: bool) -> anyhow::Result<ExitCode> {
     let ids = if all_failed {
-        db.failed_job_ids().await?
+        let failed = db.list_jobs(Some("failed"), i64::MAX).await?;
+        failed.iter().map(|job| job.id).collect()
     } else {
         ids
     };

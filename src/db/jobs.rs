@@ -244,15 +244,6 @@ impl Db {
         .await?)
     }
 
-    /// The ids of every failed job, oldest first.
-    pub async fn failed_job_ids(&self) -> Result<Vec<i64>, DbError> {
-        Ok(
-            sqlx::query_scalar!("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
     /// Queues a failed job again, as new: no attempts, no error. A job that failed for a cause
     /// that has since gone (a full disk, a converter fixed by an upgrade) then runs without the
     /// series being sent again, which would make a new version. A daemon running now picks it
