@@ -117,6 +117,30 @@ pub struct DicomConfig {
     /// PACS pushing a whole study does not fail on a rejected presentation context.
     #[serde(default = "default_other_storage")]
     pub other_storage_classes: Vec<String>,
+    /// DICOM over TLS on a second port. Absent: plain DICOM only.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS listener (`[dicom.tls]`): its own port, the same AE policy and storage rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address the TLS listener binds; 2762 is DICOM's registered port for TLS.
+    #[serde(default = "default_tls_bind")]
+    pub bind: SocketAddr,
+    /// PEM file with our certificate, followed by any intermediate CA certificates.
+    pub certificate: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// PEM file of the CAs whose certificates callers must present (mutual TLS). Absent: no
+    /// client certificate is asked for, and the AE allowlist alone decides.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// false: the plain listener at `dicom.bind` is not opened, so every association is
+    /// encrypted.
+    #[serde(default = "default_true")]
+    pub plain_listener: bool,
 }
 
 /// One allowed calling AE.
@@ -196,6 +220,12 @@ pub struct InferenceConfig {
 
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 11112))
+}
+fn default_tls_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 2762))
+}
+fn default_true() -> bool {
+    true
 }
 fn default_ae_title() -> String {
     "BRAINAGED".into()
@@ -286,6 +316,7 @@ impl Default for DicomConfig {
             idle_timeout_secs: default_idle(),
             max_dataset_bytes: default_max_dataset(),
             other_storage_classes: default_other_storage(),
+            tls: None,
         }
     }
 }

@@ -15,10 +15,11 @@ use dicom_ul::pdu::{
     AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, DEFAULT_MAX_PDU, Pdu,
     PresentationContextResult, UserVariableItem,
 };
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::ScpError;
@@ -27,25 +28,34 @@ use super::contexts::{Negotiated, trim_uid};
 use super::index::InstanceIndex;
 use super::listener::Service;
 use super::wire::{self, PduReader, Received};
-use super::{echo, store};
+use super::{echo, store, tls};
 use crate::shutdown::Shutdown;
 use crate::spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// The only application context of DICOM.
 const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
 
+/// How a connection's bytes reach the upper layer.
+pub(crate) enum Transport {
+    Plain,
+    /// A TLS handshake comes first (see [`super::tls`]).
+    Tls(TlsAcceptor),
+}
+
 /// Serves one TCP connection. `permit` is `None` when the association limit is reached; the
 /// request is then refused as a transient local-limit rejection.
 pub(crate) async fn serve<I: InstanceIndex>(
     stream: TcpStream,
     peer: SocketAddr,
+    transport: Transport,
     svc: Arc<Service<I>>,
     permit: Option<OwnedSemaphorePermit>,
     shutdown: Shutdown,
 ) {
-    let span = info_span!("association", %peer, calling_ae = tracing::field::Empty);
+    let tls = matches!(transport, Transport::Tls(_));
+    let span = info_span!("association", %peer, tls, calling_ae = tracing::field::Empty);
     async move {
-        match run(stream, peer, &svc, permit.is_some(), shutdown).await {
+        match connect(stream, peer, transport, &svc, permit.is_some(), shutdown).await {
             Ok(()) => {}
             Err(ScpError::Io(e)) => debug!(error = %e, "connection closed"),
             Err(e) => warn!(error = %e, "association ended abnormally"),
@@ -56,15 +66,48 @@ pub(crate) async fn serve<I: InstanceIndex>(
     .await
 }
 
-async fn run<I: InstanceIndex>(
+/// Completes the transport (TLS handshake within the ARTIM time), then serves the association.
+/// The plain path splits the socket itself, which needs no lock between the halves.
+async fn connect<I: InstanceIndex>(
     stream: TcpStream,
     peer: SocketAddr,
+    transport: Transport,
     svc: &Service<I>,
     have_room: bool,
     shutdown: Shutdown,
 ) -> Result<(), ScpError> {
     stream.set_nodelay(true)?;
-    let (rd, mut wr) = stream.into_split();
+    match transport {
+        Transport::Plain => {
+            let (rd, wr) = stream.into_split();
+            run(rd, wr, peer, svc, have_room, shutdown).await
+        }
+        Transport::Tls(acceptor) => {
+            let artim = Duration::from_secs(svc.cfg.artim_timeout_secs);
+            let tls = match timeout(artim, acceptor.accept(stream)).await {
+                Err(_) => return Err(ScpError::Timeout("TLS handshake (ARTIM)")),
+                Ok(Err(e)) => return Err(ScpError::Handshake(tls::handshake_failure(e))),
+                Ok(Ok(tls)) => tls,
+            };
+            let (rd, wr) = tokio::io::split(tls);
+            run(rd, wr, peer, svc, have_room, shutdown).await
+        }
+    }
+}
+
+async fn run<I, R, W>(
+    rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    svc: &Service<I>,
+    have_room: bool,
+    shutdown: Shutdown,
+) -> Result<(), ScpError>
+where
+    I: InstanceIndex,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = PduReader::new(
         BufReader::with_capacity(256 << 10, rd),
         svc.cfg.max_pdu_length,
@@ -222,7 +265,7 @@ impl<I: InstanceIndex> Association<'_, I> {
         mut shutdown: Shutdown,
     ) -> Result<(), ScpError>
     where
-        R: tokio::io::AsyncRead + Unpin,
+        R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let idle = Duration::from_secs(self.svc.cfg.idle_timeout_secs);

@@ -1,21 +1,23 @@
-//! The accept loop: one task per association, a bound on concurrent associations, and a
-//! graceful stop that lets every in-flight C-STORE finish.
+//! The accept loop: one task per association, a bound on concurrent associations shared by the
+//! plain and the TLS port, and a graceful stop that lets every in-flight C-STORE finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 use super::ScpError;
-use super::association;
+use super::association::{self, Transport};
 use super::contexts::Negotiator;
 use super::group_commit::GroupCommit;
 use super::index::InstanceIndex;
 use super::policy::AePolicy;
+use super::tls;
 use crate::config::DicomConfig;
 use crate::shutdown::Shutdown;
 use crate::spool::Spool;
@@ -31,9 +33,12 @@ pub(crate) struct Service<I> {
     pub commits: GroupCommit<I>,
 }
 
-/// The storage SCP: a bound listener ready to [`run`](Server::run).
+/// The storage SCP: bound listeners ready to [`run`](Server::run).
 pub struct Server<I = crate::db::Db> {
-    listener: TcpListener,
+    /// Plain DICOM at `dicom.bind`; `None` when `[dicom.tls]` turns it off.
+    plain: Option<Port>,
+    /// DICOM over TLS at `dicom.tls.bind`, when configured.
+    tls: Option<Port>,
     svc: Arc<Service<I>>,
     /// One permit per association being served; when none is left, requests are refused
     /// with a transient "local limit exceeded" so that senders retry.
@@ -41,18 +46,22 @@ pub struct Server<I = crate::db::Db> {
 }
 
 impl<I: InstanceIndex> Server<I> {
-    /// Binds `cfg.bind`. Binding early lets the caller learn the port (tests bind port 0)
-    /// before serving.
+    /// Binds `cfg.bind` and, with `[dicom.tls]`, the TLS port after loading its certificate
+    /// and key. Binding early lets the caller learn the ports (tests bind port 0) before
+    /// serving, and a bad certificate stops the daemon at start, not at the first caller.
     pub async fn bind(cfg: &DicomConfig, spool: Spool, index: I) -> Result<Self, ScpError> {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(Port::bind(t.bind, Some(tls::acceptor(t)?)).await?),
+        };
+        let plain = match &cfg.tls {
+            Some(t) if !t.plain_listener => None,
+            _ => Some(Port::bind(cfg.bind, None).await?),
+        };
         let index = Arc::new(index);
-        let listener = TcpListener::bind(cfg.bind)
-            .await
-            .map_err(|source| ScpError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
         Ok(Server {
-            listener,
+            plain,
+            tls,
             svc: Arc::new(Service {
                 cfg: cfg.clone(),
                 policy: AePolicy::new(cfg),
@@ -65,43 +74,60 @@ impl<I: InstanceIndex> Server<I> {
         })
     }
 
-    /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr, ScpError> {
-        Ok(self.listener.local_addr()?)
+    /// The plain listener's address, if it is open.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(Port::local_addr)
+    }
+
+    /// The TLS listener's address, if it is open.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(Port::local_addr)
     }
 
     /// Serves until `shutdown` fires, then stops accepting and waits for every association to
     /// finish the message it is in.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ScpError> {
-        info!(addr = %self.local_addr()?, ae_title = %self.svc.cfg.ae_title, "DICOM listener ready");
+        info!(
+            addr = self.local_addr().map(|a| a.to_string()),
+            tls_addr = self.tls_addr().map(|a| a.to_string()),
+            ae_title = %self.svc.cfg.ae_title,
+            "DICOM listener ready"
+        );
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(10);
         loop {
-            tokio::select! {
+            let accepted = tokio::select! {
                 _ = shutdown.requested() => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(10);
-                        let permit = self.slots.clone().try_acquire_owned().ok();
-                        tasks.spawn(association::serve(
-                            stream,
-                            peer,
-                            self.svc.clone(),
-                            permit,
-                            shutdown.clone(),
-                        ));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, never give up serving.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    log_join(done);
+                    continue;
+                }
+                a = accept(self.plain.as_ref()) => a,
+                a = accept(self.tls.as_ref()) => a,
+            };
+            match accepted {
+                Ok((stream, peer, transport)) => {
+                    backoff = Duration::from_millis(10);
+                    let permit = self.slots.clone().try_acquire_owned().ok();
+                    tasks.spawn(association::serve(
+                        stream,
+                        peer,
+                        transport,
+                        self.svc.clone(),
+                        permit,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, never give up serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
             }
         }
-        drop(self.listener);
+        drop(self.plain);
+        drop(self.tls);
         info!(
             associations = tasks.len(),
             "stopping: waiting for associations to finish"
@@ -112,6 +138,39 @@ impl<I: InstanceIndex> Server<I> {
         info!("DICOM listener stopped");
         Ok(())
     }
+}
+
+/// A listening socket and how its connections are served.
+struct Port {
+    listener: TcpListener,
+    /// `Some` on the TLS port: each connection completes a handshake first.
+    tls: Option<TlsAcceptor>,
+}
+
+impl Port {
+    async fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Self, ScpError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ScpError::Bind { addr, source })?;
+        Ok(Port { listener, tls })
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+}
+
+/// The next connection on `port`, with its transport; never ready when the port is closed.
+async fn accept(port: Option<&Port>) -> std::io::Result<(TcpStream, SocketAddr, Transport)> {
+    let Some(port) = port else {
+        return std::future::pending().await;
+    };
+    let (stream, peer) = port.listener.accept().await?;
+    let transport = match &port.tls {
+        None => Transport::Plain,
+        Some(acceptor) => Transport::Tls(acceptor.clone()),
+    };
+    Ok((stream, peer, transport))
 }
 
 fn log_join(done: Result<(), tokio::task::JoinError>) {

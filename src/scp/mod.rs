@@ -1,4 +1,4 @@
-//! DICOM upper-layer service: associations, C-ECHO, C-STORE, AE policy.
+//! DICOM upper-layer service: associations, C-ECHO, C-STORE, AE policy, TLS.
 //!
 //! [`Server`] accepts associations on tokio, one task each. The calling AE is checked against
 //! the allowlist, presentation contexts are negotiated ([`contexts`]), and C-STOREs are written
@@ -17,10 +17,12 @@ mod listener;
 mod policy;
 pub mod recover;
 mod store;
+mod tls;
 mod wire;
 
 pub use index::{IndexError, InstanceIndex};
 pub use listener::Server;
+pub use tls::TlsSetupError;
 
 use std::net::SocketAddr;
 
@@ -39,4 +41,10 @@ pub enum ScpError {
     Protocol(String),
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    #[error(transparent)]
+    TlsSetup(#[from] TlsSetupError),
+    /// The caller's TLS handshake failed: no or an untrusted client certificate, no common
+    /// protocol version, or plain DICOM sent to the TLS port.
+    #[error("TLS handshake: {0}")]
+    Handshake(String),
 }

@@ -57,7 +57,10 @@ pub fn test_config() -> DicomConfig {
 
 /// A running in-process SCP with its own database and spool.
 pub struct TestScp {
+    /// The plain port, or the TLS port when the configuration turns the plain one off.
     pub addr: SocketAddr,
+    pub plain_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     pub spool: Spool,
     pub cfg: DicomConfig,
     pub db: Db,
@@ -82,11 +85,14 @@ impl TestScp {
         let spool_dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(spool_dir.path().join("spool")).unwrap();
         let server = Server::bind(&cfg, spool.clone(), db.clone()).await.unwrap();
-        let addr = server.local_addr().unwrap();
+        let plain_addr = server.local_addr();
+        let tls_addr = server.tls_addr();
         let (trigger, listener) = shutdown::channel();
         let task = tokio::spawn(server.run(listener));
         TestScp {
-            addr,
+            addr: plain_addr.or(tls_addr).unwrap(),
+            plain_addr,
+            tls_addr,
             spool,
             cfg,
             db,
@@ -144,17 +150,7 @@ impl TestScp {
         self.trigger.fire();
         self.task.await.unwrap().unwrap();
         self.db.close().await;
-        let name = self.url.rsplit('/').next().unwrap().to_string();
-        let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
-            .await
-            .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        admin.close().await;
+        drop_test_database(&self.url).await;
     }
 
     /// Runs compare.py on `source` against the index; returns its JSON report.
@@ -171,6 +167,21 @@ impl TestScp {
     ) -> serde_json::Value {
         stored_as_sent::compare(source, &self.index().await, classes)
     }
+}
+
+/// Drops the database that `Db::connect_for_test` made at `url`.
+pub async fn drop_test_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
 }
 
 /// Runs a peer program with TCP_NODELAY=1; a missing program fails the test with its name.

@@ -1,0 +1,128 @@
+//! DICOM over TLS (PS3.15 Annex B.9, the BCP 195 secure transport profile).
+//!
+//! A second listener, usually on DICOM's registered TLS port 2762, whose connections complete a
+//! TLS handshake before the upper layer starts; from the A-ASSOCIATE-RQ on they are served
+//! exactly as plain ones, with the same AE policy, limits and durability rule. rustls offers
+//! TLS 1.2 and 1.3 with forward-secret AEAD suites only, which is what BCP 195 asks for.
+//!
+//! With `client_ca` set the handshake also demands a client certificate issued by one of those
+//! CAs (mutual TLS): a modality without one never reaches the association layer.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// Why the TLS listener could not be set up. Each names the file an operator has to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS: cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("TLS: {path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("TLS: {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Builds the acceptor from the configured PEM files.
+pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&cfg.certificate)?;
+    let key = private_key(&cfg.private_key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&cfg.certificate, e))?;
+    let builder = match &cfg.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => invalid(
+            &cfg.private_key,
+            format!(
+                "not the key of the certificate in {}",
+                cfg.certificate.display()
+            ),
+        ),
+        other => invalid(&cfg.private_key, other),
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A verifier that requires a certificate chaining to one of the CAs in `path`.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path)? {
+        roots.add(ca).map_err(|e| invalid(path, e))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| invalid(path, e))
+}
+
+/// Every certificate in a PEM file, in order (ours first, then its intermediates).
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let reader = open(path)?;
+    let certs = CertificateDer::pem_reader_iter(reader)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate { path: path.into() });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let reader = open(path)?;
+    PrivateKeyDer::from_pem_reader(reader).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsSetupError::NoKey { path: path.into() },
+        other => invalid(path, other),
+    })
+}
+
+/// Describes a failed handshake for the operator's log. The commonest cause, a peer speaking
+/// plain DICOM to the TLS port, is named as such rather than as rustls's "corrupt message".
+pub(crate) fn handshake_failure(e: std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            "the caller did not start TLS (plain DICOM sent to the TLS port?)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, TlsSetupError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|source| TlsSetupError::Read {
+            path: path.into(),
+            source,
+        })
+}
+
+fn invalid(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError::Invalid {
+        path: path.into(),
+        reason: reason.to_string(),
+    }
+}

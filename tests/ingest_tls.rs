@@ -1,0 +1,447 @@
+//! DICOM over TLS: pynetdicom with Python's `ssl` as the peer, certificates made by the
+//! `openssl` command for each test (a CA, the server, a client, and a client of another CA).
+
+mod ingest_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use brainaged::config::{DicomConfig, TlsConfig};
+use brainaged::db::Db;
+use brainaged::scp::Server;
+use brainaged::spool::Spool;
+use ingest_support::common::{Daemon, dicom_folder};
+use ingest_support::{AE_TITLE, TestScp, run, support_script, test_config, text};
+
+/// An OpenSSL configuration with the extensions each certificate needs; webpki and Python's
+/// `ssl` both insist on v3 certificates with these.
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = CA:FALSE
+subjectAltName = DNS:localhost,IP:127.0.0.1
+extendedKeyUsage = serverAuth
+[client]
+basicConstraints = CA:FALSE
+extendedKeyUsage = clientAuth
+";
+
+/// PEM files for one test: `ca` signs `server` and `client`; `stranger` is a client of `other_ca`.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(pki.path("openssl.cnf"), OPENSSL_CNF).unwrap();
+        pki.make_ca("ca", "Test Hospital CA");
+        pki.make_ca("other_ca", "Some Other CA");
+        pki.make_leaf("server", "ca", "server", "brainaged");
+        pki.make_leaf("client", "ca", "client", "scanner1");
+        pki.make_leaf("stranger", "other_ca", "client", "stranger");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pem(&self, name: &str) -> PathBuf {
+        self.path(&format!("{name}.pem"))
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.path(&format!("{name}.key"))
+    }
+
+    fn make_ca(&self, name: &str, cn: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-config",
+            "openssl.cnf",
+            "-extensions",
+            "ca",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn make_leaf(&self, name: &str, ca: &str, extensions: &str, cn: &str) {
+        self.openssl(&[
+            "req",
+            "-new",
+            "-config",
+            "openssl.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            extensions,
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl (is it installed?)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `[dicom.tls]` on a loopback port with our server certificate.
+    fn tls_config(&self, client_ca: bool, plain_listener: bool) -> TlsConfig {
+        TlsConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            certificate: self.pem("server"),
+            private_key: self.key("server"),
+            client_ca: client_ca.then(|| self.pem("ca")),
+            plain_listener,
+        }
+    }
+}
+
+/// How the pynetdicom peer connects.
+enum Peer<'a> {
+    /// TLS trusting `ca`, with no client certificate.
+    Anonymous,
+    /// TLS with this client certificate (name in the [`Pki`]).
+    Certified(&'a str),
+    /// Plain DICOM, no TLS at all.
+    Plain,
+}
+
+/// Sends `folders` with pynetdicom (a C-ECHO first on each association) to `port`.
+async fn send(
+    pki: &Pki,
+    peer: Peer<'_>,
+    port: u16,
+    folders: &[&Path],
+) -> (Output, serde_json::Value) {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(support_script("send_pynetdicom.py"))
+        .args(["127.0.0.1", &port.to_string(), AE_TITLE, "PYNETDICOM"])
+        .args(folders)
+        .env("SCU_ECHO", "1");
+    match peer {
+        Peer::Plain => {}
+        Peer::Anonymous => {
+            cmd.env("SCU_TLS_CA", pki.pem("ca"));
+        }
+        Peer::Certified(name) => {
+            cmd.env("SCU_TLS_CA", pki.pem("ca"))
+                .env("SCU_TLS_CERT", pki.pem(name))
+                .env("SCU_TLS_KEY", pki.key(name));
+        }
+    }
+    let out = cmd.output().await.expect("python3 with pynetdicom");
+    assert!(
+        out.status.success(),
+        "pynetdicom sender failed: {}",
+        text(&out)
+    );
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("sender printed no JSON ({e}): {}", text(&out)));
+    (out, report)
+}
+
+fn tls_port(scp: &TestScp) -> u16 {
+    scp.tls_addr.expect("TLS listener").port()
+}
+
+/// A whole real series over TLS: echoed, every instance acknowledged, stored byte-for-byte as
+/// sent; the plain port still serves DCMTK beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_sent_over_tls_is_stored_as_sent() {
+    let pki = Pki::new();
+    let cfg = DicomConfig {
+        tls: Some(pki.tls_config(false, true)),
+        ..test_config()
+    };
+    let scp = TestScp::start_with(cfg).await;
+    let series = dicom_folder("ge-t1-mprage");
+    let (_, sent) = send(&pki, Peer::Anonymous, tls_port(&scp), &[&series]).await;
+    assert_eq!(sent["association_failures"], 0, "{sent}");
+    assert_eq!(sent["echoes"]["0x0000"], 1, "{sent}");
+    assert_eq!(sent["statuses"]["0x0000"], sent["sent"], "{sent}");
+    let report = scp.compare_with(&series).await;
+    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["mismatched"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert_eq!(report["matched"], 130, "{report}");
+    assert_eq!(report["indexed"], 130, "{report}");
+
+    let plain = run(
+        "/usr/bin/echoscu",
+        &[
+            "-aet",
+            "ECHOSCU",
+            "-aec",
+            AE_TITLE,
+            "127.0.0.1",
+            &scp.port(),
+        ],
+    )
+    .await;
+    assert!(
+        plain.status.success(),
+        "plain echo beside TLS: {}",
+        text(&plain)
+    );
+    scp.stop().await;
+}
+
+/// With `client_ca` set, a caller without a certificate, or with one from another CA, never
+/// reaches the association: nothing is stored, and the daemon goes on serving the caller whose
+/// certificate the hospital's CA issued. With the plain listener off, plain DICOM is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_callers_the_hospital_ca_certified() {
+    let pki = Pki::new();
+    let cfg = DicomConfig {
+        tls: Some(pki.tls_config(true, false)),
+        ..test_config()
+    };
+    let scp = TestScp::start_with(cfg).await;
+    assert!(scp.plain_addr.is_none(), "plain listener opened");
+    let port = tls_port(&scp);
+    let series = dicom_folder("siemens-mosaic-orient-axasc35");
+
+    for peer in [Peer::Anonymous, Peer::Certified("stranger"), Peer::Plain] {
+        let (out, refused) = send(&pki, peer, port, &[&series]).await;
+        assert_eq!(
+            refused["association_failures"],
+            1,
+            "{refused} {}",
+            text(&out)
+        );
+        assert_eq!(refused["sent"], 0, "{refused}");
+        assert_eq!(scp.instance_count().await, 0);
+        assert!(scp.spool_files().is_empty());
+    }
+
+    let (_, sent) = send(&pki, Peer::Certified("client"), port, &[&series]).await;
+    assert_eq!(sent["association_failures"], 0, "{sent}");
+    assert_eq!(sent["echoes"]["0x0000"], 1, "{sent}");
+    assert_eq!(sent["statuses"]["0x0000"], 2, "{sent}");
+    let report = scp.compare_with(&series).await;
+    assert_eq!(report["matched"], 2, "{report}");
+    assert_eq!(report["indexed"], 2, "{report}");
+    scp.stop().await;
+}
+
+/// The AE allowlist still applies behind TLS: a certified caller with an unknown calling AE is
+/// rejected at the association, as on the plain port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_keeps_the_calling_ae_allowlist() {
+    let pki = Pki::new();
+    let cfg = DicomConfig {
+        tls: Some(pki.tls_config(true, true)),
+        ..test_config()
+    };
+    let scp = TestScp::start_with(cfg).await;
+    let out = tokio::process::Command::new("python3")
+        .arg(support_script("send_pynetdicom.py"))
+        .args([
+            "127.0.0.1",
+            &tls_port(&scp).to_string(),
+            AE_TITLE,
+            "NOTALLOWED",
+        ])
+        .arg(dicom_folder("siemens-mosaic-orient-axasc35"))
+        .env("SCU_TLS_CA", pki.pem("ca"))
+        .env("SCU_TLS_CERT", pki.pem("client"))
+        .env("SCU_TLS_KEY", pki.key("client"))
+        .output()
+        .await
+        .unwrap();
+    let refused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        refused["association_failures"],
+        1,
+        "{refused} {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("Calling AE title not recognised"),
+        "pynetdicom did not report the AE rejection: {}",
+        text(&out)
+    );
+    assert_eq!(scp.instance_count().await, 0);
+    scp.stop().await;
+}
+
+/// A certificate or key the daemon cannot use stops it at start, naming the file, before any
+/// port opens; never at the first caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
+    let pki = Pki::new();
+    let (db, url) = Db::connect_for_test().await.unwrap();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(spool_dir.path().join("spool")).unwrap();
+    let missing = pki.path("no-such.pem");
+    let cases = [
+        (
+            TlsConfig {
+                certificate: missing.clone(),
+                ..pki.tls_config(false, true)
+            },
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            TlsConfig {
+                private_key: pki.pem("server"),
+                ..pki.tls_config(false, true)
+            },
+            pki.pem("server"),
+            "no PEM private key",
+        ),
+        (
+            TlsConfig {
+                certificate: pki.key("server"),
+                ..pki.tls_config(false, true)
+            },
+            pki.key("server"),
+            "no PEM certificate",
+        ),
+        (
+            TlsConfig {
+                private_key: pki.key("client"),
+                ..pki.tls_config(false, true)
+            },
+            pki.key("client"),
+            "not the key of the certificate",
+        ),
+        (
+            TlsConfig {
+                client_ca: Some(missing.clone()),
+                ..pki.tls_config(true, true)
+            },
+            missing.clone(),
+            "cannot read",
+        ),
+    ];
+    for (tls, file, says) in cases {
+        let cfg = DicomConfig {
+            tls: Some(tls),
+            ..test_config()
+        };
+        let err = match Server::bind(&cfg, spool.clone(), db.clone()).await {
+            Ok(_) => panic!("started with an unusable {}", file.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    db.close().await;
+    ingest_support::drop_test_database(&url).await;
+}
+
+/// The daemon itself, configured from the environment as an operator would: TLS on its own port
+/// beside the plain one, instances received over it counted by `brainaged status`, SIGTERM
+/// exits 0; and a start with a key it cannot read exits non-zero, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_tls_configured_from_its_environment() {
+    let pki = Pki::new();
+    let (db, url) = Db::connect_for_test().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let tls_port = ingest_support::common::free_port();
+    let bind = format!("127.0.0.1:{tls_port}");
+    let (cert, key) = (pki.pem("server"), pki.key("server"));
+    let tls_env = [
+        ("BRAINAGED__DICOM__TLS__BIND", bind.as_str()),
+        ("BRAINAGED__DICOM__TLS__CERTIFICATE", cert.to_str().unwrap()),
+        ("BRAINAGED__DICOM__TLS__PRIVATE_KEY", key.to_str().unwrap()),
+    ];
+    let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &tls_env);
+    let series = dicom_folder("siemens-mosaic-orient-axasc35");
+    let (_, sent) = send(&pki, Peer::Anonymous, tls_port, &[&series]).await;
+    assert_eq!(
+        sent["statuses"]["0x0000"],
+        2,
+        "{sent} {}",
+        daemon.log_text()
+    );
+    let status = daemon.command(&["status", "--json"]);
+    let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(counts["instances"], 2, "{counts}");
+    assert!(daemon.terminate().success(), "{}", daemon.log_text());
+
+    let unreadable = pki.path("absent.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brainaged"))
+        .arg("serve")
+        .envs(tls_env)
+        .env("BRAINAGED__DICOM__TLS__PRIVATE_KEY", &unreadable)
+        .env(
+            "BRAINAGED__DICOM__BIND",
+            format!("127.0.0.1:{}", daemon.port),
+        )
+        .env("BRAINAGED__SPOOL__DIR", tmp.path().join("spool"))
+        .env("BRAINAGED__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&unreadable.display().to_string()),
+        "{}",
+        text(&out)
+    );
+    db.close().await;
+    ingest_support::drop_test_database(&url).await;
+}
