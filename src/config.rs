@@ -137,6 +137,11 @@ pub struct TlsConfig {
     /// client certificate is asked for, and the AE allowlist alone decides.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// PEM file of certificate revocation lists issued by those CAs: a caller whose certificate
+    /// (or any CA above it) is listed is refused. A CA without a list here is trusted as is.
+    /// Needs `client_ca`. Read at start: a new list takes a restart.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
     /// false: the plain listener at `dicom.bind` is not opened, so every association is
     /// encrypted.
     #[serde(default = "default_true")]

@@ -46,5 +46,6 @@ fn documented_tls_block_loads_when_uncommented() {
     assert!(tls.certificate.ends_with("brainaged.pem"));
     assert!(tls.private_key.ends_with("brainaged.key"));
     assert!(tls.client_ca.is_some());
+    assert!(tls.client_crl.is_some());
     assert!(tls.plain_listener);
 }

@@ -33,9 +33,21 @@ extendedKeyUsage = serverAuth
 [client]
 basicConstraints = CA:FALSE
 extendedKeyUsage = clientAuth
+[revocations]
+database = index.txt
+new_certs_dir = .
+certificate = ca.pem
+private_key = ca.key
+default_md = sha256
+default_crl_days = 2
+crlnumber = crlnumber
+crl_extensions = crl_ext
+[crl_ext]
+authorityKeyIdentifier = keyid:always
 ";
 
-/// PEM files for one test: `ca` signs `server` and `client`; `stranger` is a client of `other_ca`.
+/// PEM files for one test: `ca` signs `server`, `client` and `revoked`, which `crl.pem` (a v2
+/// CRL of `ca`) lists; `stranger` is a client of `other_ca`.
 struct Pki {
     dir: tempfile::TempDir,
 }
@@ -46,11 +58,19 @@ impl Pki {
             dir: tempfile::tempdir().unwrap(),
         };
         std::fs::write(pki.path("openssl.cnf"), OPENSSL_CNF).unwrap();
-        pki.make_ca("ca", "Test Hospital CA");
-        pki.make_ca("other_ca", "Some Other CA");
-        pki.make_leaf("server", "ca", "server", "brainaged");
-        pki.make_leaf("client", "ca", "client", "scanner1");
-        pki.make_leaf("stranger", "other_ca", "client", "stranger");
+        pki.make_ca("ca", "Test-Hospital-CA");
+        pki.make_ca("other_ca", "Some-Other-CA");
+        // RSA for the server, as most hospital PKIs issue; EC for the clients: both kinds of
+        // key and signature are exercised.
+        pki.make_leaf("server", "ca", "server", "brainaged", "rsa:2048");
+        let ec = "ec -pkeyopt ec_paramgen_curve:P-256";
+        pki.make_leaf("client", "ca", "client", "scanner1", ec);
+        pki.make_leaf("stranger", "other_ca", "client", "stranger", ec);
+        pki.make_leaf("revoked", "ca", "client", "retired-scanner", ec);
+        std::fs::write(pki.path("index.txt"), "").unwrap();
+        std::fs::write(pki.path("crlnumber"), "01\n").unwrap();
+        pki.openssl("ca -config openssl.cnf -name revocations -revoke revoked.pem");
+        pki.openssl("ca -config openssl.cnf -name revocations -gencrl -out crl.pem");
         pki
     }
 
@@ -66,72 +86,31 @@ impl Pki {
         self.path(&format!("{name}.key"))
     }
 
+    /// A self-signed CA; `cn` without spaces.
     fn make_ca(&self, name: &str, cn: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-config",
-            "openssl.cnf",
-            "-extensions",
-            "ca",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
+        self.openssl(&format!(
+            "req -x509 -config openssl.cnf -extensions ca -newkey ec \
+             -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN={cn} \
+             -keyout {name}.key -out {name}.pem"
+        ));
     }
 
-    fn make_leaf(&self, name: &str, ca: &str, extensions: &str, cn: &str) {
-        self.openssl(&[
-            "req",
-            "-new",
-            "-config",
-            "openssl.cnf",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "openssl.cnf",
-            "-extensions",
-            extensions,
-            "-out",
-            &format!("{name}.pem"),
-        ]);
+    /// A certificate issued by `ca` with the `extensions` section of the configuration;
+    /// `key` is what `-newkey` takes after it (`rsa:2048`, or `ec -pkeyopt ...`).
+    fn make_leaf(&self, name: &str, ca: &str, extensions: &str, cn: &str, key: &str) {
+        self.openssl(&format!(
+            "req -new -config openssl.cnf -newkey {key} -nodes -subj /CN={cn} \
+             -keyout {name}.key -out {name}.csr"
+        ));
+        self.openssl(&format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 \
+             -extfile openssl.cnf -extensions {extensions} -out {name}.pem"
+        ));
     }
 
-    fn openssl(&self, args: &[&str]) {
+    fn openssl(&self, args: &str) {
         let out = std::process::Command::new("openssl")
-            .args(args)
+            .args(args.split_whitespace())
             .current_dir(self.dir.path())
             .output()
             .expect("openssl (is it installed?)");
@@ -149,6 +128,7 @@ impl Pki {
             certificate: self.pem("server"),
             private_key: self.key("server"),
             client_ca: client_ca.then(|| self.pem("ca")),
+            client_crl: None,
             plain_listener,
         }
     }
@@ -224,8 +204,9 @@ async fn a_series_sent_over_tls_is_stored_as_sent() {
         0,
         "{report}"
     );
-    assert_eq!(report["matched"], 130, "{report}");
-    assert_eq!(report["indexed"], 130, "{report}");
+    assert_eq!(report["expected"], sent["sent"], "{report} {sent}");
+    assert_eq!(report["matched"], report["expected"], "{report}");
+    assert_eq!(report["indexed"], report["expected"], "{report}");
 
     let plain = run(
         "/usr/bin/echoscu",
@@ -285,6 +266,35 @@ async fn mutual_tls_admits_only_callers_the_hospital_ca_certified() {
     scp.stop().await;
 }
 
+/// With the CA's revocation list configured, the retired scanner's certificate is refused
+/// while the others the CA issued are still admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let tls = TlsConfig {
+        client_crl: Some(pki.pem("crl")),
+        ..pki.tls_config(true, false)
+    };
+    let cfg = DicomConfig {
+        tls: Some(tls),
+        ..test_config()
+    };
+    let scp = TestScp::start_with(cfg).await;
+    let series = dicom_folder("siemens-mosaic-orient-axasc35");
+    let (out, refused) = send(&pki, Peer::Certified("revoked"), tls_port(&scp), &[&series]).await;
+    assert_eq!(
+        refused["association_failures"],
+        1,
+        "{refused} {}",
+        text(&out)
+    );
+    assert_eq!(scp.instance_count().await, 0);
+    let (_, sent) = send(&pki, Peer::Certified("client"), tls_port(&scp), &[&series]).await;
+    assert_eq!(sent["statuses"]["0x0000"], 2, "{sent}");
+    assert_eq!(scp.instance_count().await, 2);
+    scp.stop().await;
+}
+
 /// The AE allowlist still applies behind TLS: a certified caller with an unknown calling AE is
 /// rejected at the association, as on the plain port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +333,83 @@ async fn tls_keeps_the_calling_ae_allowlist() {
         text(&out)
     );
     assert_eq!(scp.instance_count().await, 0);
+    scp.stop().await;
+}
+
+/// storescu's arguments: `tls` (the TLS options), then the usual ones for `series` to `port`.
+fn storescu_args(tls: &[String], port: u16, series: &Path) -> Vec<String> {
+    let mut args = tls.to_vec();
+    let usual = "-aet STORESCU -aec BRAINAGED +sd +r -nh 127.0.0.1";
+    args.extend(usual.split_whitespace().map(String::from));
+    args.push(port.to_string());
+    args.push(series.display().to_string());
+    args
+}
+
+/// DCMTK's storescu and echoscu, in their default TLS profile (BCP 195, non-downgrading),
+/// against mutual TLS: with the hospital's client certificate they send a series that is
+/// stored as sent; anonymous TLS (`+tla`) is refused before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmtk_peers_use_mutual_tls_with_the_bcp195_profile() {
+    let pki = Pki::new();
+    let cfg = DicomConfig {
+        tls: Some(pki.tls_config(true, false)),
+        ..test_config()
+    };
+    let scp = TestScp::start_with(cfg).await;
+    let port = tls_port(&scp);
+    let series = dicom_folder("ge-dwi-tensor-r2");
+    let path = |p: PathBuf| p.display().to_string();
+    let trust = ["+cf".to_string(), path(pki.pem("ca"))];
+    let anonymous = [vec!["+tla".to_string()], trust.to_vec()].concat();
+    let refused = run(
+        "/usr/bin/storescu",
+        &storescu_args(&anonymous, port, &series),
+    )
+    .await;
+    assert!(
+        !refused.status.success() && text(&refused).contains("Association Request Failed"),
+        "anonymous TLS admitted, or storescu failed otherwise: {}",
+        text(&refused)
+    );
+    assert_eq!(scp.instance_count().await, 0);
+
+    let certified = [
+        vec![
+            "+tls".to_string(),
+            path(pki.key("client")),
+            path(pki.pem("client")),
+            "-pw".into(),
+        ],
+        trust.to_vec(),
+    ]
+    .concat();
+    let out = run(
+        "/usr/bin/storescu",
+        &storescu_args(&certified, port, &series),
+    )
+    .await;
+    assert!(out.status.success(), "storescu over TLS: {}", text(&out));
+    let report = scp.compare_with(&series).await;
+    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["mismatched"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert!(report["expected"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["matched"], report["expected"], "{report}");
+    assert_eq!(report["indexed"], report["expected"], "{report}");
+
+    let mut echo = certified.clone();
+    echo.extend(["-aet", "ECHOSCU", "-aec", AE_TITLE, "127.0.0.1"].map(String::from));
+    echo.push(port.to_string());
+    let echoed = run("/usr/bin/echoscu", &echo).await;
+    assert!(
+        echoed.status.success(),
+        "echoscu over TLS: {}",
+        text(&echoed)
+    );
     scp.stop().await;
 }
 
@@ -376,6 +463,30 @@ async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
             missing.clone(),
             "cannot read",
         ),
+        (
+            TlsConfig {
+                client_crl: Some(missing.clone()),
+                ..pki.tls_config(true, true)
+            },
+            missing.clone(),
+            "cannot read",
+        ),
+        (
+            TlsConfig {
+                client_crl: Some(pki.pem("ca")),
+                ..pki.tls_config(true, true)
+            },
+            pki.pem("ca"),
+            "no PEM certificate revocation list",
+        ),
+        (
+            TlsConfig {
+                client_crl: Some(pki.pem("crl")),
+                ..pki.tls_config(false, true)
+            },
+            pki.pem("crl"),
+            "without client_ca",
+        ),
     ];
     for (tls, file, says) in cases {
         let cfg = DicomConfig {
@@ -395,7 +506,8 @@ async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
 
 /// The daemon itself, configured from the environment as an operator would: TLS on its own port
 /// beside the plain one, instances received over it counted by `brainaged status`, SIGTERM
-/// exits 0; and a start with a key it cannot read exits non-zero, naming the file.
+/// exits 0; a key other users can read is warned about; and a start with a key it cannot read
+/// exits non-zero, naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_tls_configured_from_its_environment() {
     let pki = Pki::new();
@@ -409,7 +521,15 @@ async fn the_daemon_serves_tls_configured_from_its_environment() {
         ("BRAINAGED__DICOM__TLS__CERTIFICATE", cert.to_str().unwrap()),
         ("BRAINAGED__DICOM__TLS__PRIVATE_KEY", key.to_str().unwrap()),
     ];
+    // A key others can read is used, with a warning that says so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut daemon = Daemon::start(&tmp.path().join("spool"), &url, &tls_env);
+    assert!(
+        daemon.log_text().contains("readable by other users"),
+        "{}",
+        daemon.log_text()
+    );
     let series = dicom_folder("siemens-mosaic-orient-axasc35");
     let (_, sent) = send(&pki, Peer::Anonymous, tls_port, &[&series]).await;
     assert_eq!(

@@ -6,19 +6,22 @@
 //! TLS 1.2 and 1.3 with forward-secret AEAD suites only, which is what BCP 195 asks for.
 //!
 //! With `client_ca` set the handshake also demands a client certificate issued by one of those
-//! CAs (mutual TLS): a modality without one never reaches the association layer.
+//! CAs (mutual TLS): a modality without one never reaches the association layer; `client_crl`
+//! adds the CAs' revocation lists, so a stolen or retired modality's certificate can be refused.
 
 use std::fs::File;
 use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
+use tracing::warn;
 
 use crate::config::TlsConfig;
 
@@ -47,9 +50,14 @@ pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(&cfg.certificate, e))?;
-    let builder = match &cfg.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    let builder = match (&cfg.client_ca, &cfg.client_crl) {
+        (None, None) => builder.with_no_client_auth(),
+        (None, Some(crl)) => {
+            return Err(invalid(crl, "client_crl is set without client_ca"));
+        }
+        (Some(ca), crl) => {
+            builder.with_client_cert_verifier(client_verifier(ca, crl.as_deref(), provider)?)
+        }
     };
     let config = builder.with_single_cert(chain, key).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => invalid(
@@ -64,18 +72,38 @@ pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A verifier that requires a certificate chaining to one of the CAs in `path`.
+/// A verifier that requires a certificate chaining to one of the CAs in `ca`, and not revoked
+/// by the lists in `crl`. A CA with no list there is not asked about: with several client CAs a
+/// site may hold a list for some only, and refusing every caller of the others would be worse.
 fn client_verifier(
-    path: &Path,
+    ca: &Path,
+    crl: Option<&Path>,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsSetupError> {
     let mut roots = RootCertStore::empty();
-    for ca in certificates(path)? {
-        roots.add(ca).map_err(|e| invalid(path, e))?;
+    for cert in certificates(ca)? {
+        roots.add(cert).map_err(|e| invalid(ca, e))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| invalid(path, e))
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(path) = crl {
+        builder = builder
+            .with_crls(revocation_lists(path)?)
+            .allow_unknown_revocation_status();
+    }
+    builder.build().map_err(|e| invalid(crl.unwrap_or(ca), e))
+}
+
+/// Every CRL in a PEM file.
+fn revocation_lists(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let crls = CertificateRevocationListDer::pem_reader_iter(open(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, e))?;
+    if crls.is_empty() {
+        return Err(invalid(path, "holds no PEM certificate revocation list"));
+    }
+    Ok(crls)
 }
 
 /// Every certificate in a PEM file, in order (ours first, then its intermediates).
@@ -90,9 +118,20 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupErr
     Ok(certs)
 }
 
-/// The first private key in a PEM file.
+/// The first private key in a PEM file. A key other users can read is used, with a warning:
+/// refusing to start would stop a hospital's intake over a file mode.
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     let reader = open(path)?;
+    let mode = reader.get_ref().metadata().map(|m| m.permissions().mode());
+    if let Ok(mode) = mode
+        && mode & 0o077 != 0
+    {
+        warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the TLS private key is readable by other users; chmod 600 it"
+        );
+    }
     PrivateKeyDer::from_pem_reader(reader).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsSetupError::NoKey { path: path.into() },
         other => invalid(path, other),
