@@ -20,6 +20,10 @@
 # usage: bench/ingest.sh [FOLDER] [REPEATS]
 #   FOLDER   default: $BRAINAGED_SHARED/dicom/philips-dwi-bangalore (2040 files)
 #   REPEATS  default: 3
+#   TLS=1    every association over mutual TLS instead: storescu and echoscu with a client
+#            certificate (DCMTK's default BCP 195 non-downgrading profile), storescp with the
+#            server certificate, brainaged with [dicom.tls] and no plain listener; one test CA
+#            made with openssl for the run, RSA 2048 keys.
 # Needs: a release build (cargo build --release), DCMTK, PostgreSQL on 127.0.0.1:5432
 # (BRAINAGED_BENCH_PG to override the admin URL).
 set -euo pipefail
@@ -45,6 +49,25 @@ cleanup() {
 }
 trap cleanup EXIT
 gcc -O2 -Wall -shared -fPIC -o "$work/durable_shim.so" "$shim_src" -ldl
+
+# TLS=1: a CA, a server and a client certificate for this run, and the options that use them.
+scu_tls=() scp_tls=()
+if [ "${TLS:-0}" = 1 ]; then
+    pki=$work/pki; mkdir "$pki"
+    printf '%s\n' '[req]' 'distinguished_name = dn' '[dn]' '[ca]' 'basicConstraints = critical,CA:TRUE' \
+        'keyUsage = critical,keyCertSign,cRLSign' '[leaf]' 'basicConstraints = CA:FALSE' \
+        'subjectAltName = DNS:localhost,IP:127.0.0.1' >"$pki/cnf"
+    openssl req -x509 -config "$pki/cnf" -extensions ca -newkey rsa:2048 -nodes -days 1 \
+        -subj /CN=bench-ca -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+    for leaf in server client; do
+        openssl req -new -config "$pki/cnf" -newkey rsa:2048 -nodes -subj "/CN=$leaf" \
+            -keyout "$pki/$leaf.key" -out "$pki/$leaf.csr" 2>/dev/null
+        openssl x509 -req -in "$pki/$leaf.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+            -CAcreateserial -days 1 -extfile "$pki/cnf" -extensions leaf -out "$pki/$leaf.pem" 2>/dev/null
+    done
+    scu_tls=(+tls "$pki/client.key" "$pki/client.pem" -pw +cf "$pki/ca.pem")
+    scp_tls=(+tls "$pki/server.key" "$pki/server.pem" -pw +cf "$pki/ca.pem")
+fi
 
 # The DICOM files of the folder that storescu can send, split into 4 lists. Without a
 # configuration file storescu proposes only the standard storage SOP classes, so a file of a
@@ -84,6 +107,7 @@ if [ "$count" -eq 0 ]; then
 fi
 mb=$(python3 -c "print($bytes/1e6)")
 echo "data: $folder: $count instances, $mb MB; repeats: $repeats; $(nproc) cores"
+echo "transport: $( [ ${#scu_tls[@]} -gt 0 ] && echo "mutual TLS (RSA 2048, DCMTK's default BCP 195 non-downgrading profile)" || echo "plain TCP")"
 # Whether idle cores poll before they halt (KVM guests): with the limit at 0, every wake-up a
 # flushing receiver waits for goes through the host (BENCHMARKS.md, session 17).
 haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
@@ -93,7 +117,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_echo() {  # port
     for _ in $(seq 1 300); do
-        /usr/bin/echoscu -aec BRAINAGED 127.0.0.1 "$1" >/dev/null 2>&1 && return 0
+        /usr/bin/echoscu "${scu_tls[@]}" -aec BRAINAGED 127.0.0.1 "$1" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     echo "server on port $1 did not answer C-ECHO" >&2; return 1
@@ -137,25 +161,32 @@ start_server() {  # kind port
     brainaged)
         local db="brainaged_bench_$$"
         psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+        if [ ${#scu_tls[@]} -gt 0 ]; then
+            export BRAINAGED__DICOM__TLS__BIND=127.0.0.1:$port \
+                BRAINAGED__DICOM__TLS__CERTIFICATE=$pki/server.pem \
+                BRAINAGED__DICOM__TLS__PRIVATE_KEY=$pki/server.key \
+                BRAINAGED__DICOM__TLS__CLIENT_CA=$pki/ca.pem \
+                BRAINAGED__DICOM__TLS__PLAIN_LISTENER=false
+        fi
         BRAINAGED__DICOM__BIND=127.0.0.1:$port BRAINAGED__DICOM__ACCEPT_ANY_CALLER=true \
         BRAINAGED__SPOOL__DIR=$out/spool \
         BRAINAGED__DATABASE__URL="${pg_admin%/*}/$db" RUST_LOG=warn \
             "$bin" serve >"$work/server.log" 2>&1 &
         ;;
     storescp-disk1)
-        /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-disk4)
-        /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-durable1)
         DURABLE_DIR=$out DURABLE_REPORT=$work/flushed$run_no LD_PRELOAD=$work/durable_shim.so \
-            /usr/bin/storescp -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+            /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-durable4)
         DURABLE_DIR=$out DURABLE_REPORT=$work/flushed$run_no LD_PRELOAD=$work/durable_shim.so \
-            /usr/bin/storescp -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
+            /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED --fork -od "$out" "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore1)
-        /usr/bin/storescp -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED --ignore "$port" >"$work/server.log" 2>&1 & ;;
     storescp-ignore4)
-        /usr/bin/storescp -aet BRAINAGED --fork --ignore "$port" >"$work/server.log" 2>&1 & ;;
+        /usr/bin/storescp "${scp_tls[@]}" -aet BRAINAGED --fork --ignore "$port" >"$work/server.log" 2>&1 & ;;
     esac
     server_pid=$!
     wait_echo "$port"
@@ -187,9 +218,10 @@ warm_sources() {
 # them), and in
 # $work/sender_ms the CPU time the storescu processes used per instance.
 send() {  # port associations
-    python3 - "$1" "$2" "$work" "$count" <<'PY'
+    python3 - "$1" "$2" "$work" "$count" "${scu_tls[@]}" <<'PY'
 import os, resource, subprocess, sys, time
 port, n, work, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+tls = sys.argv[5:]
 lists = ["all"] if n == 1 else [f"part{k}" for k in range(n)]
 
 def ticks():
@@ -213,8 +245,8 @@ flushes0 = flush_counter()
 idle0, total0 = ticks()
 t0 = time.perf_counter()
 senders = [
-    subprocess.Popen(["xargs", "-a", os.path.join(work, name), "/usr/bin/storescu", "-aec",
-                      "BRAINAGED", "127.0.0.1", port],
+    subprocess.Popen(["xargs", "-a", os.path.join(work, name), "/usr/bin/storescu", *tls,
+                      "-aec", "BRAINAGED", "127.0.0.1", port],
                      stdout=open(os.path.join(work, f"scu-{name}.log"), "w"),
                      stderr=subprocess.STDOUT)
     for name in lists
