@@ -3,7 +3,7 @@
 mod ingest_support;
 
 use brainaged::db::Db;
-use ingest_support::{AE_TITLE, TestScp, common, run, shared_dicom, text};
+use ingest_support::{AE_TITLE, TestScp, common, drop_test_database, run, shared_dicom, text};
 
 /// The receiver-written columns of every instance, in a stable order.
 async fn rows(
@@ -110,7 +110,7 @@ async fn reindex_rebuilds_the_index_from_the_spool() {
     assert_eq!(rows(&fresh).await, want);
 
     fresh.close().await;
-    drop_database(&url).await;
+    drop_test_database(&url).await;
     scp.stop().await;
 }
 
@@ -147,22 +147,7 @@ async fn a_spool_file_damaged_on_disk_is_reported_without_allocating_it() {
         .unwrap();
     assert_eq!(indexed, ["intact.dcm"]);
     fresh.close().await;
-    drop_database(&url).await;
-}
-
-/// Drops the database a test made with `Db::connect_for_test` beside the SCP's own.
-async fn drop_database(url: &str) {
-    let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
-        .await
-        .unwrap();
-    let name = url.rsplit('/').next().unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    admin.close().await;
+    drop_test_database(&url).await;
 }
 
 /// A sender's SOP Instance UID that is no UID (a letter in it) is still stored, and its spool
@@ -197,6 +182,6 @@ async fn an_instance_whose_uid_is_no_uid_is_kept_readable() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(rows(&fresh).await, want);
     fresh.close().await;
-    drop_database(&url).await;
+    drop_test_database(&url).await;
     scp.stop().await;
 }

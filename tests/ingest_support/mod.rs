@@ -169,7 +169,8 @@ impl TestScp {
     }
 }
 
-/// Drops the database that `Db::connect_for_test` made at `url`.
+/// Drops the database that `Db::connect_for_test` made at `url` (the SCP's own, or one a test
+/// made beside it).
 pub async fn drop_test_database(url: &str) {
     let name = url.rsplit('/').next().unwrap().to_string();
     let admin = sqlx::PgPool::connect(&brainaged::db::test_server_url())
