@@ -1,5 +1,6 @@
-//! DICOM over TLS: pynetdicom with Python's `ssl` as the peer, certificates made by the
-//! `openssl` command for each test (a CA, the server, a client, and a client of another CA).
+//! DICOM over TLS, with real peers: pynetdicom over Python's `ssl`, and DCMTK's storescu and
+//! echoscu (`+tls`). Certificates are made by the `openssl` command for each test: a CA, the
+//! server, clients, a client of another CA, and a revoked client with the CA's CRL.
 
 mod ingest_support;
 

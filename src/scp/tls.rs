@@ -38,6 +38,8 @@ pub enum TlsSetupError {
     NoCertificate { path: PathBuf },
     #[error("TLS: {path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoKey { path: PathBuf },
+    #[error("TLS: {path} holds no PEM certificate revocation list")]
+    NoRevocationList { path: PathBuf },
     #[error("TLS: {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -101,7 +103,7 @@ fn revocation_lists(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(path, e))?;
     if crls.is_empty() {
-        return Err(invalid(path, "holds no PEM certificate revocation list"));
+        return Err(TlsSetupError::NoRevocationList { path: path.into() });
     }
     Ok(crls)
 }
