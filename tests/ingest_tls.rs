@@ -109,6 +109,18 @@ impl Pki {
         ));
     }
 
+    /// The SHA-256 fingerprint of `name`.pem as openssl prints it, lower case, no colons.
+    fn fingerprint(&self, name: &str) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(self.pem(name))
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (_, hex) = text.trim().split_once('=').expect("Fingerprint=...");
+        hex.replace(':', "").to_lowercase()
+    }
+
     fn openssl(&self, args: &str) {
         let out = std::process::Command::new("openssl")
             .args(args.split_whitespace())
@@ -505,10 +517,10 @@ async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
     ingest_support::drop_test_database(&url).await;
 }
 
-/// The daemon itself, configured from the environment as an operator would: TLS on its own port
-/// beside the plain one, instances received over it counted by `brainaged status`, SIGTERM
-/// exits 0; a key other users can read is warned about; and a start with a key it cannot read
-/// exits non-zero, naming the file.
+/// The daemon itself, configured from the environment as an operator would: mutual TLS on its
+/// own port beside the plain one, the caller's certificate named in the log by its fingerprint,
+/// instances received counted by `brainaged status`, SIGTERM exits 0; a key other users can read
+/// is warned about; and a start with a key it cannot read exits non-zero, naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_tls_configured_from_its_environment() {
     let pki = Pki::new();
@@ -517,10 +529,12 @@ async fn the_daemon_serves_tls_configured_from_its_environment() {
     let tls_port = ingest_support::common::free_port();
     let bind = format!("127.0.0.1:{tls_port}");
     let (cert, key) = (pki.pem("server"), pki.key("server"));
+    let ca = pki.pem("ca");
     let tls_env = [
         ("BRAINAGED__DICOM__TLS__BIND", bind.as_str()),
         ("BRAINAGED__DICOM__TLS__CERTIFICATE", cert.to_str().unwrap()),
         ("BRAINAGED__DICOM__TLS__PRIVATE_KEY", key.to_str().unwrap()),
+        ("BRAINAGED__DICOM__TLS__CLIENT_CA", ca.to_str().unwrap()),
     ];
     // A key others can read is used, with a warning that says so.
     use std::os::unix::fs::PermissionsExt;
@@ -532,13 +546,25 @@ async fn the_daemon_serves_tls_configured_from_its_environment() {
         daemon.log_text()
     );
     let series = dicom_folder("siemens-mosaic-orient-axasc35");
-    let (_, sent) = send(&pki, Peer::Anonymous, tls_port, &[&series]).await;
+    let (_, sent) = send(&pki, Peer::Certified("client"), tls_port, &[&series]).await;
     assert_eq!(
         sent["statuses"]["0x0000"],
         2,
         "{sent} {}",
         daemon.log_text()
     );
+    // The log names the caller's certificate by the fingerprint openssl gives it.
+    let fingerprint = pki.fingerprint("client");
+    let log = daemon.log_text();
+    let established = log
+        .lines()
+        .find(|l| l.contains("TLS established"))
+        .unwrap_or_else(|| panic!("no TLS line in the log:\n{log}"));
+    assert!(
+        established.contains(&fingerprint),
+        "{established} vs {fingerprint}"
+    );
+    assert!(established.contains("TLSv1_3"), "{established}");
     let status = daemon.command(&["status", "--json"]);
     let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(counts["instances"], 2, "{counts}");

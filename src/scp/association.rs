@@ -89,6 +89,7 @@ async fn connect<I: InstanceIndex>(
                 Ok(Err(e)) => return Err(ScpError::Handshake(tls::handshake_failure(e))),
                 Ok(Ok(tls)) => tls,
             };
+            tls::log_established(tls.get_ref().1);
             let (rd, wr) = tokio::io::split(tls);
             run(rd, wr, peer, svc, have_room, shutdown).await
         }

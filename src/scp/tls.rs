@@ -20,8 +20,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::TlsConfig;
 
@@ -138,6 +139,24 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
         rustls::pki_types::pem::Error::NoItemsFound => TlsSetupError::NoKey { path: path.into() },
         other => invalid(path, other),
     })
+}
+
+/// Logs what a completed handshake agreed and who the caller proved to be: the protocol, the
+/// cipher suite, and the SHA-256 fingerprint of the client's certificate (as `openssl x509
+/// -fingerprint -sha256` prints it, without the colons), which names a device, not a patient.
+pub(crate) fn log_established(conn: &rustls::ServerConnection) {
+    let client_cert = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| hex::encode(Sha256::digest(cert.as_ref())));
+    info!(
+        version = conn.protocol_version().map(|v| format!("{v:?}")),
+        cipher_suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite())),
+        client_cert_sha256 = client_cert.as_deref().unwrap_or("none"),
+        "TLS established"
+    );
 }
 
 /// Describes a failed handshake for the operator's log. The commonest cause, a peer speaking
