@@ -156,6 +156,11 @@ pub struct CallerConfig {
     /// When set, the caller must connect from this address.
     #[serde(default)]
     pub host: Option<IpAddr>,
+    /// When set, the caller must connect over TLS with a client certificate (verified against
+    /// `dicom.tls.client_ca`) valid for this DNS name, its subjectAltName: a device certified
+    /// by the hospital cannot then call with another device's AE title.
+    #[serde(default)]
+    pub tls_name: Option<String>,
 }
 
 /// The durable instance store.
@@ -396,6 +401,34 @@ impl Config {
                 "dicom.max_associations must be at least 1".into(),
             ));
         }
+        self.validate_tls_names()
+    }
+
+    /// A caller's `tls_name` is a DNS name, and is checked only against a certificate the
+    /// daemon verified: without `dicom.tls.client_ca` that caller could never associate.
+    fn validate_tls_names(&self) -> Result<(), ConfigError> {
+        let verified = self
+            .dicom
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        for caller in &self.dicom.callers {
+            let Some(name) = &caller.tls_name else {
+                continue;
+            };
+            if rustls::pki_types::DnsName::try_from(name.as_str()).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "dicom.callers: tls_name {name:?} of {} is not a DNS name",
+                    caller.ae_title
+                )));
+            }
+            if !verified {
+                return Err(ConfigError::Invalid(format!(
+                    "dicom.callers: {} has a tls_name, which needs dicom.tls.client_ca",
+                    caller.ae_title
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -460,5 +493,32 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("[dicom]\nae_titel = \"X\"").is_err());
+    }
+
+    /// A caller's `tls_name` must be a DNS name and needs verified client certificates.
+    #[test]
+    fn tls_names_need_a_client_ca_and_a_dns_name() {
+        let with = |tls: &str, name: &str| {
+            let text = format!(
+                "[dicom]\n{tls}\n[[dicom.callers]]\nae_title = \"CT1\"\ntls_name = \"{name}\"\n"
+            );
+            toml::from_str::<Config>(&text).unwrap().validate()
+        };
+        let mutual =
+            "[dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\nclient_ca = \"ca.pem\"";
+        let server_only = "[dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"";
+        assert!(with(mutual, "ct1.radiology.example").is_ok());
+        let err = with(server_only, "ct1.radiology.example").unwrap_err();
+        assert!(
+            err.to_string().contains("needs dicom.tls.client_ca"),
+            "{err}"
+        );
+        let err = with("", "ct1.radiology.example").unwrap_err();
+        assert!(
+            err.to_string().contains("needs dicom.tls.client_ca"),
+            "{err}"
+        );
+        let err = with(mutual, "not a name").unwrap_err();
+        assert!(err.to_string().contains("is not a DNS name"), "{err}");
     }
 }

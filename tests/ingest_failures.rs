@@ -64,10 +64,12 @@ async fn caller_bound_to_a_host_is_rejected_from_elsewhere() {
         CallerConfig {
             ae_title: "FARAWAY".into(),
             host: Some("10.9.9.9".parse().unwrap()),
+            tls_name: None,
         },
         CallerConfig {
             ae_title: "LOCAL".into(),
             host: Some("127.0.0.1".parse().unwrap()),
+            tls_name: None,
         },
     ];
     let scp = TestScp::start_with(cfg).await;

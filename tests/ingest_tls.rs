@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use brainaged::config::{DicomConfig, TlsConfig};
+use brainaged::config::{CallerConfig, DicomConfig, TlsConfig};
 use brainaged::db::Db;
 use brainaged::scp::Server;
 use brainaged::spool::Spool;
@@ -34,6 +34,11 @@ extendedKeyUsage = serverAuth
 [client]
 basicConstraints = CA:FALSE
 extendedKeyUsage = clientAuth
+subjectAltName = DNS:scanner1.test
+[client_ct]
+basicConstraints = CA:FALSE
+extendedKeyUsage = clientAuth
+subjectAltName = DNS:ct1.test
 [revocations]
 database = index.txt
 new_certs_dir = .
@@ -47,8 +52,9 @@ crl_extensions = crl_ext
 authorityKeyIdentifier = keyid:always
 ";
 
-/// PEM files for one test: `ca` signs `server`, `client` and `revoked`, which `crl.pem` (a v2
-/// CRL of `ca`) lists; `stranger` is a client of `other_ca`.
+/// PEM files for one test: `ca` signs `server`, `client` (named scanner1.test), `ct` (ct1.test)
+/// and `revoked`, which `crl.pem` (a v2 CRL of `ca`) lists; `stranger` is a client of
+/// `other_ca`.
 struct Pki {
     dir: tempfile::TempDir,
 }
@@ -66,6 +72,7 @@ impl Pki {
         pki.make_leaf("server", "ca", "server", "brainaged", "rsa:2048");
         let ec = "ec -pkeyopt ec_paramgen_curve:P-256";
         pki.make_leaf("client", "ca", "client", "scanner1", ec);
+        pki.make_leaf("ct", "ca", "client_ct", "ct1", ec);
         pki.make_leaf("stranger", "other_ca", "client", "stranger", ec);
         pki.make_leaf("revoked", "ca", "client", "retired-scanner", ec);
         std::fs::write(pki.path("index.txt"), "").unwrap();
@@ -157,16 +164,28 @@ enum Peer<'a> {
     Plain,
 }
 
-/// Sends `folders` with pynetdicom (a C-ECHO first on each association) to `port`.
+/// Sends `folders` with pynetdicom (a C-ECHO first on each association) to `port`, calling as
+/// PYNETDICOM.
 async fn send(
     pki: &Pki,
     peer: Peer<'_>,
     port: u16,
     folders: &[&Path],
 ) -> (Output, serde_json::Value) {
+    send_as(pki, peer, "PYNETDICOM", port, folders).await
+}
+
+/// As [`send`], calling as `calling_ae`.
+async fn send_as(
+    pki: &Pki,
+    peer: Peer<'_>,
+    calling_ae: &str,
+    port: u16,
+    folders: &[&Path],
+) -> (Output, serde_json::Value) {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(support_script("send_pynetdicom.py"))
-        .args(["127.0.0.1", &port.to_string(), AE_TITLE, "PYNETDICOM"])
+        .args(["127.0.0.1", &port.to_string(), AE_TITLE, calling_ae])
         .args(folders)
         .env("SCU_ECHO", "1");
     match peer {
@@ -189,6 +208,37 @@ async fn send(
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("sender printed no JSON ({e}): {}", text(&out)));
     (out, report)
+}
+
+/// DCMTK's echoscu (verbose) calling as `calling_ae` to `port`: over TLS with the certificate
+/// `cert` of the [`Pki`] (trusting its CA), or plain when `cert` is `None`. A rejection's reason
+/// is in its output; pynetdicom's can be lost when it reads a fast rejection before it has
+/// looked at its socket (it then takes the rejection for a failed connection and logs nothing).
+async fn dcmtk_echo(pki: &Pki, cert: Option<&str>, calling_ae: &str, port: u16) -> Output {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(name) = cert {
+        let path = |p: PathBuf| p.display().to_string();
+        args.extend([
+            "+tls".into(),
+            path(pki.key(name)),
+            path(pki.pem(name)),
+            "-pw".into(),
+        ]);
+        args.extend(["+cf".into(), path(pki.pem("ca"))]);
+    }
+    args.extend(["-v", "-aet", calling_ae, "-aec", AE_TITLE, "127.0.0.1"].map(String::from));
+    args.push(port.to_string());
+    run("/usr/bin/echoscu", &args).await
+}
+
+/// Asserts that echoscu was refused at the association for its calling AE title.
+fn assert_calling_ae_refused(out: &Output) {
+    assert!(!out.status.success(), "{}", text(out));
+    assert!(
+        text(out).contains("Calling AE Title Not Recognized"),
+        "{}",
+        text(out)
+    );
 }
 
 fn tls_port(scp: &TestScp) -> u16 {
@@ -318,33 +368,8 @@ async fn tls_keeps_the_calling_ae_allowlist() {
         ..test_config()
     };
     let scp = TestScp::start_with(cfg).await;
-    let out = tokio::process::Command::new("python3")
-        .arg(support_script("send_pynetdicom.py"))
-        .args([
-            "127.0.0.1",
-            &tls_port(&scp).to_string(),
-            AE_TITLE,
-            "NOTALLOWED",
-        ])
-        .arg(dicom_folder("siemens-mosaic-orient-axasc35"))
-        .env("SCU_TLS_CA", pki.pem("ca"))
-        .env("SCU_TLS_CERT", pki.pem("client"))
-        .env("SCU_TLS_KEY", pki.key("client"))
-        .output()
-        .await
-        .unwrap();
-    let refused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        refused["association_failures"],
-        1,
-        "{refused} {}",
-        text(&out)
-    );
-    assert!(
-        text(&out).contains("Calling AE title not recognised"),
-        "pynetdicom did not report the AE rejection: {}",
-        text(&out)
-    );
+    let refused = dcmtk_echo(&pki, Some("client"), "NOTALLOWED", tls_port(&scp)).await;
+    assert_calling_ae_refused(&refused);
     assert_eq!(scp.instance_count().await, 0);
     scp.stop().await;
 }
@@ -414,15 +439,50 @@ async fn dcmtk_peers_use_mutual_tls_with_the_bcp195_profile() {
     assert_eq!(report["matched"], report["expected"], "{report}");
     assert_eq!(report["indexed"], report["expected"], "{report}");
 
-    let mut echo = certified.clone();
-    echo.extend(["-aet", "ECHOSCU", "-aec", AE_TITLE, "127.0.0.1"].map(String::from));
-    echo.push(port.to_string());
-    let echoed = run("/usr/bin/echoscu", &echo).await;
+    let echoed = dcmtk_echo(&pki, Some("client"), "ECHOSCU", port).await;
     assert!(
         echoed.status.success(),
         "echoscu over TLS: {}",
         text(&echoed)
     );
+    scp.stop().await;
+}
+
+/// A caller bound to a certificate name (`tls_name`) is admitted only with a certificate the
+/// hospital's CA issued for that name: another device's valid certificate, or a plain
+/// connection, cannot borrow its AE title, while callers without a name keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_bound_to_a_certificate_name_cannot_be_impersonated() {
+    let pki = Pki::new();
+    let mut cfg = DicomConfig {
+        tls: Some(pki.tls_config(true, true)),
+        ..test_config()
+    };
+    cfg.callers.push(CallerConfig {
+        ae_title: "SCANNER1".into(),
+        host: None,
+        tls_name: Some("scanner1.test".into()),
+    });
+    let scp = TestScp::start_with(cfg).await;
+    let series = dicom_folder("siemens-mosaic-orient-axasc35");
+    let tls = tls_port(&scp);
+    let plain = scp.plain_addr.unwrap().port();
+
+    // Another device's valid certificate, and no certificate at all, cannot call as SCANNER1.
+    assert_calling_ae_refused(&dcmtk_echo(&pki, Some("ct"), "SCANNER1", tls).await);
+    assert_calling_ae_refused(&dcmtk_echo(&pki, None, "SCANNER1", plain).await);
+    assert!(
+        dcmtk_echo(&pki, Some("client"), "SCANNER1", tls)
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(scp.instance_count().await, 0);
+
+    let (_, sent) = send_as(&pki, Peer::Certified("client"), "SCANNER1", tls, &[&series]).await;
+    assert_eq!(sent["statuses"]["0x0000"], 2, "{sent}");
+    let (_, unbound) = send(&pki, Peer::Certified("ct"), tls, &[&series]).await;
+    assert_eq!(unbound["statuses"]["0x0000"], 2, "{unbound}");
     scp.stop().await;
 }
 

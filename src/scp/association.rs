@@ -15,6 +15,7 @@ use dicom_ul::pdu::{
     AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, DEFAULT_MAX_PDU, Pdu,
     PresentationContextResult, UserVariableItem,
 };
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -80,7 +81,8 @@ async fn connect<I: InstanceIndex>(
     match transport {
         Transport::Plain => {
             let (rd, wr) = stream.into_split();
-            run(rd, wr, peer, svc, have_room, shutdown).await
+            let caller = Caller { peer, cert: None };
+            run(rd, wr, caller, svc, have_room, shutdown).await
         }
         Transport::Tls(acceptor) => {
             let artim = Duration::from_secs(svc.cfg.artim_timeout_secs);
@@ -89,17 +91,26 @@ async fn connect<I: InstanceIndex>(
                 Ok(Err(e)) => return Err(ScpError::Handshake(tls::handshake_failure(e))),
                 Ok(Ok(tls)) => tls,
             };
-            tls::log_established(tls.get_ref().1);
+            let conn = tls.get_ref().1;
+            tls::log_established(conn);
+            let cert = conn.peer_certificates().and_then(|c| c.first()).cloned();
+            let caller = Caller { peer, cert };
             let (rd, wr) = tokio::io::split(tls);
-            run(rd, wr, peer, svc, have_room, shutdown).await
+            run(rd, wr, caller, svc, have_room, shutdown).await
         }
     }
+}
+
+/// Who is at the other end: its address and, over TLS, its verified client certificate.
+struct Caller {
+    peer: SocketAddr,
+    cert: Option<CertificateDer<'static>>,
 }
 
 async fn run<I, R, W>(
     rd: R,
     mut wr: W,
-    peer: SocketAddr,
+    caller: Caller,
     svc: &Service<I>,
     have_room: bool,
     shutdown: Shutdown,
@@ -126,7 +137,7 @@ where
         }
     };
     tracing::Span::current().record("calling_ae", rq.calling_ae_title.trim());
-    if let Some(source) = refusal(svc, &rq, peer, have_room) {
+    if let Some(source) = refusal(svc, &rq, &caller, have_room) {
         let result = match source {
             AssociationRJSource::ServiceProviderPresentation(_) => AssociationRJResult::Transient,
             _ => AssociationRJResult::Permanent,
@@ -182,7 +193,7 @@ where
 fn refusal<I>(
     svc: &Service<I>,
     rq: &AssociationRQ,
-    peer: SocketAddr,
+    caller: &Caller,
     have_room: bool,
 ) -> Option<AssociationRJSource> {
     if rq.protocol_version & 1 == 0 {
@@ -195,10 +206,12 @@ fn refusal<I>(
             AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
         ));
     }
-    if let Err(reason) = svc
-        .policy
-        .check(&rq.called_ae_title, &rq.calling_ae_title, peer.ip())
-    {
+    if let Err(reason) = svc.policy.check(
+        &rq.called_ae_title,
+        &rq.calling_ae_title,
+        caller.peer.ip(),
+        caller.cert.as_ref(),
+    ) {
         return Some(AssociationRJSource::ServiceUser(reason));
     }
     if !have_room {

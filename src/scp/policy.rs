@@ -1,8 +1,10 @@
-//! Who may associate: our called AE title and the calling-AE allowlist (with optional host).
+//! Who may associate: our called AE title and the calling-AE allowlist (with optional host,
+//! and optionally the name the caller's TLS certificate must carry).
 
 use std::net::IpAddr;
 
 use dicom_ul::pdu::AssociationRJServiceUserReason;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::config::DicomConfig;
 
@@ -13,8 +15,38 @@ pub(crate) struct AePolicy {
     ae_title: String,
     /// When true, any calling AE is accepted.
     accept_any: bool,
-    /// Allowed calling AEs and, when set, the only address each may connect from.
-    callers: Vec<(String, Option<IpAddr>)>,
+    /// Allowed calling AEs.
+    callers: Vec<Caller>,
+}
+
+/// One allowed calling AE and what else it must show.
+#[derive(Debug, Clone)]
+struct Caller {
+    ae_title: String,
+    /// The only address it may connect from.
+    host: Option<IpAddr>,
+    /// The DNS name its verified TLS client certificate must be valid for.
+    tls_name: Option<String>,
+}
+
+impl Caller {
+    fn admits(&self, calling: &str, peer: IpAddr, cert: Option<&CertificateDer>) -> bool {
+        self.ae_title == calling
+            && self.host.is_none_or(|h| h == peer)
+            && self
+                .tls_name
+                .as_deref()
+                .is_none_or(|name| cert.is_some_and(|c| certified_as(c, name)))
+    }
+}
+
+/// Whether `cert` (already verified against the client CAs) is valid for the DNS `name`.
+fn certified_as(cert: &CertificateDer, name: &str) -> bool {
+    let Ok(name) = ServerName::try_from(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|end_entity| end_entity.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 impl AePolicy {
@@ -25,22 +57,23 @@ impl AePolicy {
             callers: cfg
                 .callers
                 .iter()
-                .map(|c| {
-                    (
-                        c.ae_title.trim().to_string(),
-                        c.host.map(|h| h.to_canonical()),
-                    )
+                .map(|c| Caller {
+                    ae_title: c.ae_title.trim().to_string(),
+                    host: c.host.map(|h| h.to_canonical()),
+                    tls_name: c.tls_name.clone(),
                 })
                 .collect(),
         }
     }
 
     /// Accepts or names the reason for an A-ASSOCIATE-RJ (PS3.8 §9.3.4, source "service user").
+    /// `cert` is the caller's verified TLS client certificate, if it showed one.
     pub fn check(
         &self,
         called: &str,
         calling: &str,
         peer: IpAddr,
+        cert: Option<&CertificateDer>,
     ) -> Result<(), AssociationRJServiceUserReason> {
         if called.trim() != self.ae_title {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
@@ -50,10 +83,7 @@ impl AePolicy {
         }
         let calling = calling.trim();
         let peer = peer.to_canonical();
-        let allowed = self
-            .callers
-            .iter()
-            .any(|(ae, host)| ae == calling && host.is_none_or(|h| h == peer));
+        let allowed = self.callers.iter().any(|c| c.admits(calling, peer, cert));
         if allowed {
             Ok(())
         } else {
@@ -74,10 +104,12 @@ mod tests {
                 CallerConfig {
                     ae_title: "SCANNER1".into(),
                     host: Some("10.1.2.3".parse().unwrap()),
+                    tls_name: None,
                 },
                 CallerConfig {
                     ae_title: "PACS".into(),
                     host: None,
+                    tls_name: None,
                 },
             ],
             ..DicomConfig::default()
@@ -90,13 +122,13 @@ mod tests {
         let here: IpAddr = "10.1.2.3".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         let elsewhere: IpAddr = "10.9.9.9".parse().unwrap();
-        assert!(p.check("BRAINAGED", "SCANNER1", here).is_ok());
-        assert!(p.check("BRAINAGED", "SCANNER1", mapped).is_ok());
+        assert!(p.check("BRAINAGED", "SCANNER1", here, None).is_ok());
+        assert!(p.check("BRAINAGED", "SCANNER1", mapped, None).is_ok());
         assert_eq!(
-            p.check("BRAINAGED", "SCANNER1", elsewhere),
+            p.check("BRAINAGED", "SCANNER1", elsewhere, None),
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         );
-        assert!(p.check("BRAINAGED ", "PACS", elsewhere).is_ok());
+        assert!(p.check("BRAINAGED ", "PACS", elsewhere, None).is_ok());
     }
 
     #[test]
@@ -104,11 +136,11 @@ mod tests {
         let p = policy();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            p.check("OTHER", "PACS", ip),
+            p.check("OTHER", "PACS", ip, None),
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         );
         assert_eq!(
-            p.check("BRAINAGED", "NOBODY", ip),
+            p.check("BRAINAGED", "NOBODY", ip, None),
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         );
     }

@@ -119,6 +119,9 @@ pub(crate) async fn write_pdu<W: AsyncWrite + Unpin>(w: &mut W, pdu: &Pdu) -> Re
     let mut buf = Vec::with_capacity(512);
     pdu::write_pdu(&mut buf, pdu).map_err(|e| ScpError::Protocol(format!("encode PDU: {e}")))?;
     w.write_all(&buf).await?;
+    // The peer waits for this PDU before it sends anything more, so it must leave now: a TLS
+    // stream may hold the last record until flushed. On a plain socket the flush costs nothing.
+    w.flush().await?;
     Ok(())
 }
 
@@ -147,6 +150,7 @@ pub(crate) async fn write_command<W: AsyncWrite + Unpin>(
         out.extend_from_slice(chunk);
     }
     w.write_all(&out).await?;
+    w.flush().await?; // as in write_pdu: a response must not wait in a TLS buffer
     Ok(())
 }
 

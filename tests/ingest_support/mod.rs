@@ -49,6 +49,7 @@ pub fn test_config() -> DicomConfig {
             .map(|ae| CallerConfig {
                 ae_title: ae.to_string(),
                 host: None,
+                tls_name: None,
             })
             .collect(),
         ..DicomConfig::default()
