@@ -241,6 +241,17 @@ fn assert_calling_ae_refused(out: &Output) {
     );
 }
 
+/// Asserts that compare.py found every instance of the source stored and indexed, pixel data and
+/// UIDs as sent, and that there was at least one.
+fn assert_all_stored_as_sent(report: &serde_json::Value) {
+    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
+    let mismatched = report["mismatched"].as_array().unwrap();
+    assert_eq!(mismatched.len(), 0, "{report}");
+    assert!(report["expected"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["matched"], report["expected"], "{report}");
+    assert_eq!(report["indexed"], report["expected"], "{report}");
+}
+
 fn tls_port(scp: &TestScp) -> u16 {
     scp.tls_addr.expect("TLS listener").port()
 }
@@ -261,28 +272,10 @@ async fn a_series_sent_over_tls_is_stored_as_sent() {
     assert_eq!(sent["echoes"]["0x0000"], 1, "{sent}");
     assert_eq!(sent["statuses"]["0x0000"], sent["sent"], "{sent}");
     let report = scp.compare_with(&series).await;
-    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
-    assert_eq!(
-        report["mismatched"].as_array().unwrap().len(),
-        0,
-        "{report}"
-    );
+    assert_all_stored_as_sent(&report);
     assert_eq!(report["expected"], sent["sent"], "{report} {sent}");
-    assert_eq!(report["matched"], report["expected"], "{report}");
-    assert_eq!(report["indexed"], report["expected"], "{report}");
 
-    let plain = run(
-        "/usr/bin/echoscu",
-        &[
-            "-aet",
-            "ECHOSCU",
-            "-aec",
-            AE_TITLE,
-            "127.0.0.1",
-            &scp.port(),
-        ],
-    )
-    .await;
+    let plain = dcmtk_echo(&pki, None, "ECHOSCU", scp.addr.port()).await;
     assert!(
         plain.status.success(),
         "plain echo beside TLS: {}",
@@ -429,15 +422,7 @@ async fn dcmtk_peers_use_mutual_tls_with_the_bcp195_profile() {
     .await;
     assert!(out.status.success(), "storescu over TLS: {}", text(&out));
     let report = scp.compare_with(&series).await;
-    assert_eq!(report["missing"].as_array().unwrap().len(), 0, "{report}");
-    assert_eq!(
-        report["mismatched"].as_array().unwrap().len(),
-        0,
-        "{report}"
-    );
-    assert!(report["expected"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["matched"], report["expected"], "{report}");
-    assert_eq!(report["indexed"], report["expected"], "{report}");
+    assert_all_stored_as_sent(&report);
 
     let echoed = dcmtk_echo(&pki, Some("client"), "ECHOSCU", port).await;
     assert!(
