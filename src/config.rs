@@ -18,7 +18,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// The workers that consume completed-series jobs (convert, and later scoring and reports).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Jobs processed at once. Conversion is itself parallel (rayon), so 1 suits most sites.
@@ -81,7 +81,7 @@ fn default_workers() -> usize {
 }
 
 /// The DICOM listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DicomConfig {
     /// Address the storage SCP listens on.
@@ -123,7 +123,7 @@ pub struct DicomConfig {
 }
 
 /// The TLS listener (`[dicom.tls]`): its own port, the same AE policy and storage rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Address the TLS listener binds; 2762 is DICOM's registered port for TLS.
@@ -139,7 +139,7 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     /// PEM file of certificate revocation lists issued by those CAs: a caller whose certificate
     /// (or any CA above it) is listed is refused. A CA without a list here is trusted as is.
-    /// Needs `client_ca`. Read at start: a new list takes a restart.
+    /// Needs `client_ca`. Read at start and at each reload (SIGHUP), like the other files.
     #[serde(default)]
     pub client_crl: Option<PathBuf>,
     /// false: the plain listener at `dicom.bind` is not opened, so every association is
@@ -149,7 +149,7 @@ pub struct TlsConfig {
 }
 
 /// One allowed calling AE.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerConfig {
     pub ae_title: String,
@@ -164,7 +164,7 @@ pub struct CallerConfig {
 }
 
 /// The durable instance store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     #[serde(default = "default_spool_dir")]
@@ -172,7 +172,7 @@ pub struct SpoolConfig {
 }
 
 /// PostgreSQL.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Connection URL. Absent: the daemon runs a private cluster under `data_dir`.
@@ -187,7 +187,7 @@ pub struct DatabaseConfig {
 }
 
 /// Series completion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackerConfig {
     /// A series is complete after this many seconds without a new instance.
@@ -199,7 +199,7 @@ pub struct TrackerConfig {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// Emit JSON lines instead of human-readable text.
@@ -211,7 +211,7 @@ pub struct LoggingConfig {
 }
 
 /// ONNX Runtime.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
     /// Execution providers in order of preference; "cpu" is always the last resort.
@@ -432,6 +432,57 @@ impl Config {
         Ok(())
     }
 
+    /// The settings that differ in `new` but take effect only at the next start: everything but
+    /// the called AE title, the calling-AE allowlist and the contents of the TLS files, which a
+    /// reload (SIGHUP) applies. Named as in the configuration file, for the operator's log.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.dicom, &new.dicom);
+        let both_tls = a.tls.as_ref().zip(b.tls.as_ref());
+        [
+            ("dicom.bind", a.bind != b.bind),
+            (
+                "dicom.max_associations",
+                a.max_associations != b.max_associations,
+            ),
+            ("dicom.max_pdu_length", a.max_pdu_length != b.max_pdu_length),
+            (
+                "dicom.artim_timeout_secs",
+                a.artim_timeout_secs != b.artim_timeout_secs,
+            ),
+            (
+                "dicom.idle_timeout_secs",
+                a.idle_timeout_secs != b.idle_timeout_secs,
+            ),
+            (
+                "dicom.max_dataset_bytes",
+                a.max_dataset_bytes != b.max_dataset_bytes,
+            ),
+            (
+                "dicom.other_storage_classes",
+                a.other_storage_classes != b.other_storage_classes,
+            ),
+            ("dicom.tls", a.tls.is_some() != b.tls.is_some()),
+            (
+                "dicom.tls.bind",
+                both_tls.is_some_and(|(x, y)| x.bind != y.bind),
+            ),
+            (
+                "dicom.tls.plain_listener",
+                both_tls.is_some_and(|(x, y)| x.plain_listener != y.plain_listener),
+            ),
+            ("spool", self.spool != new.spool),
+            ("database", self.database != new.database),
+            ("tracker", self.tracker != new.tracker),
+            ("logging", self.logging != new.logging),
+            ("inference", self.inference != new.inference),
+            ("pipeline", self.pipeline != new.pipeline),
+            ("classify", self.classify != new.classify),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     /// Where converted volumes go.
     pub fn output_dir(&self) -> PathBuf {
         self.pipeline
@@ -520,5 +571,40 @@ mod tests {
         );
         let err = with(mutual, "not a name").unwrap_err();
         assert!(err.to_string().contains("is not a DNS name"), "{err}");
+    }
+
+    /// A reload applies callers, the AE title and TLS file contents; every other change is
+    /// reported by its key, and a section by its name.
+    #[test]
+    fn restart_only_changes_name_what_a_reload_cannot_apply() {
+        let parse = |text: &str| toml::from_str::<Config>(text).unwrap();
+        let tls = "[dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n";
+        let before = parse(&format!("[dicom]\nae_title = \"A\"\n{tls}"));
+        let reloadable = parse(
+            "[dicom]\nae_title = \"B\"\naccept_any_caller = true\n\
+             [[dicom.callers]]\nae_title = \"CT1\"\n\
+             [dicom.tls]\ncertificate = \"new.pem\"\nprivate_key = \"new.key\"\n\
+             client_ca = \"ca.pem\"\nclient_crl = \"crl.pem\"\n",
+        );
+        assert!(before.restart_only_changes(&before).is_empty());
+        assert!(before.restart_only_changes(&reloadable).is_empty());
+
+        let other = parse(
+            "[dicom]\nae_title = \"A\"\nbind = \"127.0.0.1:1\"\nmax_pdu_length = 65536\n\
+             [dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n\
+             plain_listener = false\n\
+             [tracker]\nstable_after_secs = 2\n",
+        );
+        assert_eq!(
+            before.restart_only_changes(&other),
+            [
+                "dicom.bind",
+                "dicom.max_pdu_length",
+                "dicom.tls.plain_listener",
+                "tracker"
+            ]
+        );
+        let without_tls = parse("[dicom]\nae_title = \"A\"\n");
+        assert_eq!(before.restart_only_changes(&without_tls), ["dicom.tls"]);
     }
 }

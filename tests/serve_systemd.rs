@@ -1,7 +1,7 @@
 //! The daemon under systemd's notification protocol, as `systemd/brainaged.service` runs it
-//! (`Type=notify`, `WatchdogSec`): READY once it accepts associations, watchdog pings at half
-//! the interval while it runs, STOPPING at SIGTERM. A Unix datagram socket stands in for
-//! systemd's.
+//! (`Type=notify`, `WatchdogSec`, `ExecReload`): READY once it accepts associations, watchdog
+//! pings at half the interval while it runs, RELOADING then READY at SIGHUP, STOPPING at
+//! SIGTERM. A Unix datagram socket stands in for systemd's.
 
 mod common;
 
@@ -59,6 +59,23 @@ async fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
         "{} pings in 1.2 s at 200 ms",
         pings.len()
     );
+
+    // SIGHUP (`systemctl reload`): RELOADING, then READY once the reload is done.
+    let reload_log = daemon.reload();
+    assert!(
+        reload_log.contains("configuration reloaded"),
+        "{reload_log}"
+    );
+    let reload: Vec<_> = messages_within(&systemd, Duration::from_millis(300))
+        .into_iter()
+        .filter(|m| m != "WATCHDOG=1")
+        .collect();
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(
+        reload[0].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reload:?}"
+    );
+    assert_eq!(reload[1], "READY=1", "{reload:?}");
 
     assert!(daemon.terminate().success());
     let last = messages_within(&systemd, Duration::from_millis(200));

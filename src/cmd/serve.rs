@@ -1,11 +1,11 @@
 //! `brainaged serve`: the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use brainaged::config::Config;
 use brainaged::convert::ConvertOptions;
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, watchdog))?;
+    rt.block_on(serve(args.config.as_deref(), config, watchdog))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,7 +94,11 @@ async fn feed_watchdog(every: Duration) {
     }
 }
 
-async fn serve(config: Config, watchdog: Option<Duration>) -> anyhow::Result<()> {
+async fn serve(
+    file: Option<&Path>,
+    config: Config,
+    watchdog: Option<Duration>,
+) -> anyhow::Result<()> {
     let (db, mut cluster) = open_database(&config).await?;
     if let Some(c) = cluster.as_mut() {
         c.adopt();
@@ -131,6 +135,7 @@ async fn serve(config: Config, watchdog: Option<Duration>) -> anyhow::Result<()>
         .await
         .context("checking the newest index rows against the spool")?;
     let server = scp::Server::bind(&config.dicom, spool, db.clone()).await?;
+    let reloader = server.reloader();
     let (trigger, shutdown) = shutdown::channel();
     let tracker = tokio::spawn(tracker::run(
         db.clone(),
@@ -167,7 +172,10 @@ async fn serve(config: Config, watchdog: Option<Duration>) -> anyhow::Result<()>
         "brainaged running"
     );
 
-    shutdown::signal().await;
+    if reloader.certificate_expires().is_some() {
+        tokio::spawn(check_certificate_daily(reloader.clone()));
+    }
+    serve_reloads_until_stopped(file, &config, &reloader).await?;
     info!("shutdown requested");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     trigger.fire();
@@ -190,6 +198,71 @@ async fn serve(config: Config, watchdog: Option<Duration>) -> anyhow::Result<()>
     }
     info!("brainaged stopped");
     Ok(())
+}
+
+/// Applies the configuration again at each SIGHUP (systemd's `ExecReload`) until SIGTERM or
+/// SIGINT.
+async fn serve_reloads_until_stopped(
+    file: Option<&Path>,
+    running: &Config,
+    reloader: &scp::Reloader,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let stop = shutdown::signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            Some(()) = hangup.recv() => reload(file, running, reloader),
+        }
+    }
+}
+
+/// Reads the configuration again and applies what a running daemon can change: the called AE
+/// title, the calling-AE allowlist and the TLS certificate, key, client CAs and revocation
+/// lists (see [`scp::Reloader`]). A configuration or file that cannot be used changes nothing;
+/// a changed setting that only a restart applies is named in a warning.
+fn reload(file: Option<&Path>, running: &Config, reloader: &scp::Reloader) {
+    info!("reloading the configuration (SIGHUP)");
+    // systemd 253 and newer want the reload's start time with it, or fail the reload.
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(&states);
+    let applied = Config::load(file)
+        .map_err(anyhow::Error::from)
+        .and_then(|new| Ok((reloader.reload(&new.dicom)?, new)));
+    match applied {
+        Err(e) => error!(error = %e, "reload refused; nothing changed"),
+        Ok((done, new)) => {
+            info!(
+                callers = done.callers,
+                accept_any_caller = done.accept_any_caller,
+                tls_certificate_expires = done.certificate_expires.map(|t| t.to_string()),
+                "configuration reloaded"
+            );
+            let pending = running.restart_only_changes(&new);
+            if !pending.is_empty() {
+                warn!(
+                    settings = ?pending,
+                    "changed settings that take effect only at the next restart"
+                );
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Says once a day how long the TLS certificate has left, when that is under 30 days: a
+/// daemon runs for months, and a certificate lapses on a date, not at an event it would see.
+async fn check_certificate_daily(reloader: scp::Reloader) {
+    let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+    // The first tick is at once; the start has just checked.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        reloader.check_certificate();
+    }
 }
 
 /// The daemon's own binary, for the converter child. `/proc/self/exe` runs the very binary

@@ -36,7 +36,7 @@ impl SeriesClass {
 }
 
 /// Configurable classification rules (a future `[classify]` configuration section).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClassifyRules {
     /// Case-insensitive substrings of SequenceName, SeriesDescription or ProtocolName that mark

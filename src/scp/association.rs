@@ -206,7 +206,7 @@ fn refusal<I>(
             AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
         ));
     }
-    if let Err(reason) = svc.policy.check(
+    if let Err(reason) = svc.live.policy().check(
         &rq.called_ae_title,
         &rq.calling_ae_title,
         caller.peer.ip(),

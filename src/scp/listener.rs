@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 use super::ScpError;
@@ -16,8 +15,9 @@ use super::association::{self, Transport};
 use super::contexts::Negotiator;
 use super::group_commit::GroupCommit;
 use super::index::InstanceIndex;
+use super::live::{Live, Reloader};
 use super::policy::AePolicy;
-use super::tls;
+use super::tls::Identity;
 use crate::config::DicomConfig;
 use crate::shutdown::Shutdown;
 use crate::spool::Spool;
@@ -25,7 +25,8 @@ use crate::spool::Spool;
 /// Everything an association needs, shared by all of them.
 pub(crate) struct Service<I> {
     pub cfg: DicomConfig,
-    pub policy: AePolicy,
+    /// The AE policy and TLS identity, which a reload replaces.
+    pub live: Arc<Live>,
     pub negotiator: Negotiator,
     pub spool: Spool,
     pub index: Arc<I>,
@@ -50,13 +51,18 @@ impl<I: InstanceIndex> Server<I> {
     /// and key. Binding early lets the caller learn the ports (tests bind port 0) before
     /// serving, and a bad certificate stops the daemon at start, not at the first caller.
     pub async fn bind(cfg: &DicomConfig, spool: Spool, index: I) -> Result<Self, ScpError> {
+        let identity = cfg.tls.as_ref().map(Identity::load).transpose()?;
+        if let Some(identity) = &identity {
+            info!(expires = %identity.expires, "TLS certificate loaded");
+            identity.log_expiry(chrono::Utc::now());
+        }
         let tls = match &cfg.tls {
             None => None,
-            Some(t) => Some(Port::bind(t.bind, Some(tls::acceptor(t)?)).await?),
+            Some(t) => Some(Port::bind(t.bind, true).await?),
         };
         let plain = match &cfg.tls {
             Some(t) if !t.plain_listener => None,
-            _ => Some(Port::bind(cfg.bind, None).await?),
+            _ => Some(Port::bind(cfg.bind, false).await?),
         };
         let index = Arc::new(index);
         Ok(Server {
@@ -64,7 +70,7 @@ impl<I: InstanceIndex> Server<I> {
             tls,
             svc: Arc::new(Service {
                 cfg: cfg.clone(),
-                policy: AePolicy::new(cfg),
+                live: Arc::new(Live::new(AePolicy::new(cfg), identity)),
                 negotiator: Negotiator::new(cfg),
                 spool,
                 commits: GroupCommit::start(index.clone()),
@@ -72,6 +78,13 @@ impl<I: InstanceIndex> Server<I> {
             }),
             slots: Arc::new(Semaphore::new(cfg.max_associations)),
         })
+    }
+
+    /// A handle that applies a new configuration's AE policy and TLS files while serving.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            live: self.svc.live.clone(),
+        }
     }
 
     /// The plain listener's address, if it is open.
@@ -102,8 +115,8 @@ impl<I: InstanceIndex> Server<I> {
                     log_join(done);
                     continue;
                 }
-                a = accept(self.plain.as_ref()) => a,
-                a = accept(self.tls.as_ref()) => a,
+                a = accept(self.plain.as_ref(), &self.svc.live) => a,
+                a = accept(self.tls.as_ref(), &self.svc.live) => a,
             };
             match accepted {
                 Ok((stream, peer, transport)) => {
@@ -143,12 +156,13 @@ impl<I: InstanceIndex> Server<I> {
 /// A listening socket and how its connections are served.
 struct Port {
     listener: TcpListener,
-    /// `Some` on the TLS port: each connection completes a handshake first.
-    tls: Option<TlsAcceptor>,
+    /// The TLS port: each connection completes a handshake first, with the acceptor [`Live`]
+    /// holds when it is accepted.
+    tls: bool,
 }
 
 impl Port {
-    async fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Self, ScpError> {
+    async fn bind(addr: SocketAddr, tls: bool) -> Result<Self, ScpError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ScpError::Bind { addr, source })?;
@@ -161,16 +175,22 @@ impl Port {
 }
 
 /// The next connection on `port`, with its transport; never ready when the port is closed.
-async fn accept(port: Option<&Port>) -> std::io::Result<(TcpStream, SocketAddr, Transport)> {
+async fn accept(
+    port: Option<&Port>,
+    live: &Live,
+) -> std::io::Result<(TcpStream, SocketAddr, Transport)> {
     let Some(port) = port else {
         return std::future::pending().await;
     };
     let (stream, peer) = port.listener.accept().await?;
-    let transport = match &port.tls {
-        None => Transport::Plain,
-        Some(acceptor) => Transport::Tls(acceptor.clone()),
-    };
-    Ok((stream, peer, transport))
+    if !port.tls {
+        return Ok((stream, peer, Transport::Plain));
+    }
+    // Never served plain: a TLS port always has an identity (`Live` is built with one).
+    let acceptor = live
+        .acceptor()
+        .ok_or_else(|| std::io::Error::other("the TLS port has no certificate"))?;
+    Ok((stream, peer, Transport::Tls(acceptor)))
 }
 
 fn log_join(done: Result<(), tokio::task::JoinError>) {

@@ -5,6 +5,7 @@
 //! to the [`Spool`](crate::spool::Spool) and the index before they are acknowledged.
 
 mod association;
+mod cert_dates;
 mod command;
 pub mod contexts;
 mod echo;
@@ -14,6 +15,7 @@ pub mod fuzz;
 mod group_commit;
 mod index;
 mod listener;
+mod live;
 mod policy;
 pub mod recover;
 mod store;
@@ -22,6 +24,7 @@ mod wire;
 
 pub use index::{IndexError, InstanceIndex};
 pub use listener::Server;
+pub use live::{Reloaded, Reloader};
 pub use tls::TlsSetupError;
 
 use std::net::SocketAddr;

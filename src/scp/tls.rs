@@ -15,6 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -22,8 +23,9 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use super::cert_dates;
 use crate::config::TlsConfig;
 
 /// Why the TLS listener could not be set up. Each names the file an operator has to fix.
@@ -45,10 +47,84 @@ pub enum TlsSetupError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// Builds the acceptor from the configured PEM files.
-pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
+/// Days before our certificate's end from which the daemon warns.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// What the TLS port shows and checks: the acceptor built from the configured PEM files, and
+/// when our certificate stops being valid. Loaded at start and again at each reload (SIGHUP).
+#[derive(Clone)]
+pub(crate) struct Identity {
+    pub acceptor: TlsAcceptor,
+    /// Our certificate's file, for the operator's log.
+    pub certificate: PathBuf,
+    /// Its `notAfter`.
+    pub expires: DateTime<Utc>,
+}
+
+impl Identity {
+    /// Reads every file `cfg` names and builds the acceptor; an error names the file to fix.
+    pub fn load(cfg: &TlsConfig) -> Result<Identity, TlsSetupError> {
+        let chain = certificates(&cfg.certificate)?;
+        let expires =
+            cert_dates::not_after(chain[0].as_ref()).map_err(|e| invalid(&cfg.certificate, e))?;
+        Ok(Identity {
+            acceptor: acceptor(cfg, chain)?,
+            certificate: cfg.certificate.clone(),
+            expires,
+        })
+    }
+
+    /// Logs how long our certificate has left when that is under [`EXPIRY_WARNING_DAYS`], or
+    /// that it has lapsed; says nothing otherwise.
+    pub fn log_expiry(&self, now: DateTime<Utc>) {
+        let path = self.certificate.display();
+        match expiry(self.expires, now) {
+            Expiry::Valid => {}
+            Expiry::Soon { days } => warn!(
+                certificate = %path,
+                expires = %self.expires,
+                "the TLS certificate expires in {days} day(s); renew it and reload (SIGHUP)"
+            ),
+            Expiry::Lapsed => error!(
+                certificate = %path,
+                expired = %self.expires,
+                "the TLS certificate has expired: callers that check dates refuse it; renew it \
+                 and reload (SIGHUP)"
+            ),
+        }
+    }
+}
+
+/// How near our certificate is to its end.
+#[derive(Debug, PartialEq)]
+enum Expiry {
+    Valid,
+    /// Ends within [`EXPIRY_WARNING_DAYS`]: `days` whole days left (0 on its last day).
+    Soon {
+        days: i64,
+    },
+    Lapsed,
+}
+
+fn expiry(expires: DateTime<Utc>, now: DateTime<Utc>) -> Expiry {
+    let left = expires - now;
+    if left < TimeDelta::zero() {
+        Expiry::Lapsed
+    } else if left.num_days() < EXPIRY_WARNING_DAYS {
+        Expiry::Soon {
+            days: left.num_days(),
+        }
+    } else {
+        Expiry::Valid
+    }
+}
+
+/// Builds the acceptor for our certificate `chain` and the key and client CAs `cfg` names.
+fn acceptor(
+    cfg: &TlsConfig,
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<TlsAcceptor, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(&cfg.certificate)?;
     let key = private_key(&cfg.private_key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -184,5 +260,31 @@ fn invalid(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {
     TlsSetupError::Invalid {
         path: path.into(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn warns_within_thirty_days_and_after_the_end() {
+        let end = at("2027-03-01T00:00:00Z");
+        assert_eq!(expiry(end, at("2027-01-01T00:00:00Z")), Expiry::Valid);
+        assert_eq!(expiry(end, at("2027-01-30T00:00:00Z")), Expiry::Valid);
+        assert_eq!(
+            expiry(end, at("2027-01-30T00:00:01Z")),
+            Expiry::Soon { days: 29 }
+        );
+        assert_eq!(
+            expiry(end, at("2027-02-28T12:00:00Z")),
+            Expiry::Soon { days: 0 }
+        );
+        assert_eq!(expiry(end, end), Expiry::Soon { days: 0 });
+        assert_eq!(expiry(end, at("2027-03-01T00:00:01Z")), Expiry::Lapsed);
     }
 }

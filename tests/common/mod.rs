@@ -74,6 +74,8 @@ pub struct Daemon {
     pub spool: PathBuf,
     pub db_url: String,
     env: Vec<(String, String)>,
+    /// `serve --config FILE`, when started with one.
+    config: Option<PathBuf>,
     log: PathBuf,
 }
 
@@ -82,6 +84,16 @@ impl Daemon {
     /// `db_url` (empty: the embedded private cluster), any calling AE accepted, and `extra`
     /// environment overrides; waits until it accepts connections.
     pub fn start(spool: &Path, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+        Self::start_with_config(spool, db_url, extra, None)
+    }
+
+    /// As [`start`](Self::start), reading `config` (`serve --config`) under the environment.
+    pub fn start_with_config(
+        spool: &Path,
+        db_url: &str,
+        extra: &[(&str, &str)],
+        config: Option<&Path>,
+    ) -> Daemon {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("BRAINAGED__DICOM__BIND".into(), format!("127.0.0.1:{port}")),
@@ -100,6 +112,7 @@ impl Daemon {
             spool: spool.into(),
             db_url: db_url.into(),
             env,
+            config: config.map(Path::to_path_buf),
             log,
         };
         daemon.spawn();
@@ -115,8 +128,12 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_brainaged"))
-            .arg("serve")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_brainaged"));
+        command.arg("serve");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -174,6 +191,28 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` does, and waits until the log reports the reload
+    /// done or refused; returns the log from the signal on.
+    pub fn reload(&self) -> String {
+        let before = self.log_text().len();
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        let mut since = String::new();
+        let done = wait_until(30, || {
+            since = self
+                .log_text()
+                .get(before..)
+                .unwrap_or_default()
+                .to_string();
+            since.contains("configuration reloaded") || since.contains("reload refused")
+        });
+        assert!(
+            done,
+            "no reload within 30 s of SIGHUP:\n{}",
+            self.log_text()
+        );
+        since
     }
 
     /// The running daemon's process ID.

@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 pub mod common;
+pub mod pki;
 pub mod scu;
 pub mod stored_as_sent;
 
@@ -14,7 +15,7 @@ use std::process::Output;
 
 use brainaged::config::{CallerConfig, DicomConfig};
 use brainaged::db::Db;
-use brainaged::scp::{Server, contexts::MR_STORAGE};
+use brainaged::scp::{Reloader, Server, contexts::MR_STORAGE};
 use brainaged::shutdown::{self, Trigger};
 use brainaged::spool::Spool;
 use tokio::task::JoinHandle;
@@ -65,6 +66,8 @@ pub struct TestScp {
     pub spool: Spool,
     pub cfg: DicomConfig,
     pub db: Db,
+    /// Applies a new AE policy and TLS files to the running SCP, as SIGHUP does in the daemon.
+    pub reloader: Reloader,
     url: String,
     _spool_dir: tempfile::TempDir,
     trigger: Trigger,
@@ -88,6 +91,7 @@ impl TestScp {
         let server = Server::bind(&cfg, spool.clone(), db.clone()).await.unwrap();
         let plain_addr = server.local_addr();
         let tls_addr = server.tls_addr();
+        let reloader = server.reloader();
         let (trigger, listener) = shutdown::channel();
         let task = tokio::spawn(server.run(listener));
         TestScp {
@@ -97,6 +101,7 @@ impl TestScp {
             spool,
             cfg,
             db,
+            reloader,
             url,
             _spool_dir: spool_dir,
             trigger,
