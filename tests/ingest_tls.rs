@@ -337,7 +337,8 @@ async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
 
 /// The daemon itself, configured from the environment as an operator would: mutual TLS on its
 /// own port beside the plain one, the caller's certificate named in the log by its fingerprint,
-/// instances received counted by `brainaged status`, SIGTERM exits 0; a key other users can read
+/// instances received counted by `brainaged status`, which also says when the certificate
+/// ends; SIGTERM exits 0; a key other users can read
 /// is warned about; and a start with a key it cannot read exits non-zero, naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_tls_configured_from_its_environment() {
@@ -386,6 +387,13 @@ async fn the_daemon_serves_tls_configured_from_its_environment() {
     let status = daemon.command(&["status", "--json"]);
     let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(counts["instances"], 2, "{counts}");
+    // ... and when our certificate ends, as openssl reads it.
+    let expires: chrono::DateTime<chrono::Utc> = counts["tls_certificate_expires"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no certificate end in {counts}"))
+        .parse()
+        .unwrap();
+    assert_eq!(expires, pki.not_after("server"), "{counts}");
     assert!(daemon.terminate().success(), "{}", daemon.log_text());
 
     let unreadable = pki.path("absent.key");

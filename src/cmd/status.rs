@@ -1,10 +1,13 @@
-//! `brainaged status [--json]`: counts of instances, series by state and jobs by state.
+//! `brainaged status [--json]`: counts of instances, series by state and jobs by state, and
+//! when `[dicom.tls]` is set, when the TLS certificate expires.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cmd::serve::open_database;
 use brainaged::config::Config;
+use brainaged::scp;
+use chrono::Utc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,16 +28,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         db.close().await;
         anyhow::Ok(counts?)
     })?;
+    let certificate = config
+        .dicom
+        .tls
+        .as_ref()
+        .map(|tls| scp::certificate_expires(&tls.certificate));
     if args.json {
         let by_state = |v: &[(String, i64)]| -> serde_json::Map<String, serde_json::Value> {
             v.iter().map(|(k, n)| (k.clone(), (*n).into())).collect()
         };
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "instances": counts.instances,
             "studies": counts.studies,
             "series": by_state(&counts.series),
             "jobs": by_state(&counts.jobs),
         });
+        match &certificate {
+            Some(Ok(expires)) => out["tls_certificate_expires"] = expires.to_rfc3339().into(),
+            Some(Err(e)) => out["tls_certificate_error"] = e.to_string().into(),
+            None => {}
+        }
         println!("{out}");
     } else {
         println!("instances  {}", counts.instances);
@@ -44,6 +57,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         for (state, n) in &counts.jobs {
             println!("jobs       {state:<10} {n}");
+        }
+        match &certificate {
+            Some(Ok(expires)) => println!(
+                "tls        certificate expires {expires} (in {} days)",
+                (*expires - Utc::now()).num_days()
+            ),
+            Some(Err(e)) => println!("tls        {e}"),
+            None => {}
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,7 +43,9 @@ impl Live {
 
     /// The TLS port's acceptor as it stands now.
     pub fn acceptor(&self) -> Option<TlsAcceptor> {
-        self.identity().map(|id| id.acceptor)
+        let slot = self.tls.as_ref()?;
+        let identity = slot.read().unwrap_or_else(PoisonError::into_inner);
+        Some(identity.acceptor.clone())
     }
 
     fn identity(&self) -> Option<Identity> {

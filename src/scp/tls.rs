@@ -65,8 +65,7 @@ impl Identity {
     /// Reads every file `cfg` names and builds the acceptor; an error names the file to fix.
     pub fn load(cfg: &TlsConfig) -> Result<Identity, TlsSetupError> {
         let chain = certificates(&cfg.certificate)?;
-        let expires =
-            cert_dates::not_after(chain[0].as_ref()).map_err(|e| invalid(&cfg.certificate, e))?;
+        let expires = end_of(&cfg.certificate, &chain[0])?;
         Ok(Identity {
             acceptor: acceptor(cfg, chain)?,
             certificate: cfg.certificate.clone(),
@@ -93,6 +92,17 @@ impl Identity {
             ),
         }
     }
+}
+
+/// When the first certificate of the PEM file at `path` (ours, in `[dicom.tls] certificate`)
+/// stops being valid; for `brainaged status`, which does not build an acceptor.
+pub fn certificate_expires(path: &Path) -> Result<DateTime<Utc>, TlsSetupError> {
+    end_of(path, &certificates(path)?[0])
+}
+
+/// The `notAfter` of `cert`, read from the file at `path`.
+fn end_of(path: &Path, cert: &CertificateDer) -> Result<DateTime<Utc>, TlsSetupError> {
+    cert_dates::not_after(cert.as_ref()).map_err(|e| invalid(path, e))
 }
 
 /// How near our certificate is to its end.
