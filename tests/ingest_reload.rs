@@ -5,11 +5,11 @@
 
 mod ingest_support;
 
-use brainaged::config::{CallerConfig, DicomConfig, TlsConfig};
+use brainaged::config::{CallerConfig, TlsConfig};
 use brainaged::db::Db;
 use ingest_support::common::{Daemon, dicom_folder};
-use ingest_support::pki::{Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send};
-use ingest_support::{TestScp, test_config, text};
+use ingest_support::pki::{Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send, with_tls};
+use ingest_support::{TestScp, text};
 
 fn caller(ae_title: &str) -> CallerConfig {
     CallerConfig {
@@ -52,10 +52,7 @@ async fn a_reload_applies_a_new_calling_ae_allowlist() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_a_renewed_certificate() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, false)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(true, false));
     let scp = TestScp::start_with(cfg.clone()).await;
     let port = scp.addr.port();
     assert_eq!(pki.served_fingerprint(port), pki.fingerprint("server"));
@@ -84,10 +81,7 @@ async fn a_reload_applies_the_new_revocation_list() {
         client_crl: Some(pki.pem("crl")),
         ..pki.tls_config(true, false)
     };
-    let cfg = DicomConfig {
-        tls: Some(tls),
-        ..test_config()
-    };
+    let cfg = with_tls(tls);
     let scp = TestScp::start_with(cfg.clone()).await;
     let port = scp.addr.port();
     let series = dicom_folder("siemens-mosaic-orient-axasc35");
@@ -114,10 +108,7 @@ async fn a_reload_applies_the_new_revocation_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_an_unusable_file_changes_nothing() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, true)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(true, true));
     let scp = TestScp::start_with(cfg.clone()).await;
     let tls_port = scp.tls_addr.unwrap().port();
     let plain_port = scp.plain_addr.unwrap().port();

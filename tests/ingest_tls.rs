@@ -6,13 +6,15 @@ mod ingest_support;
 
 use std::path::{Path, PathBuf};
 
-use brainaged::config::{CallerConfig, DicomConfig, TlsConfig};
+use brainaged::config::{CallerConfig, TlsConfig};
 use brainaged::db::Db;
 use brainaged::scp::Server;
 use brainaged::spool::Spool;
 use ingest_support::common::{Daemon, dicom_folder};
-use ingest_support::pki::{Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send, send_as};
-use ingest_support::{TestScp, run, test_config, text};
+use ingest_support::pki::{
+    Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send, send_as, with_tls,
+};
+use ingest_support::{TestScp, run, text};
 
 /// Asserts that compare.py found every instance of the source stored and indexed, pixel data and
 /// UIDs as sent, and that there was at least one.
@@ -34,10 +36,7 @@ fn tls_port(scp: &TestScp) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_series_sent_over_tls_is_stored_as_sent() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(false, true)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(false, true));
     let scp = TestScp::start_with(cfg).await;
     let series = dicom_folder("ge-t1-mprage");
     let (_, sent) = send(&pki, Peer::Anonymous, tls_port(&scp), &[&series]).await;
@@ -63,10 +62,7 @@ async fn a_series_sent_over_tls_is_stored_as_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_admits_only_callers_the_hospital_ca_certified() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, false)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(true, false));
     let scp = TestScp::start_with(cfg).await;
     assert!(scp.plain_addr.is_none(), "plain listener opened");
     let port = tls_port(&scp);
@@ -104,10 +100,7 @@ async fn a_revoked_client_certificate_is_refused() {
         client_crl: Some(pki.pem("crl")),
         ..pki.tls_config(true, false)
     };
-    let cfg = DicomConfig {
-        tls: Some(tls),
-        ..test_config()
-    };
+    let cfg = with_tls(tls);
     let scp = TestScp::start_with(cfg).await;
     let series = dicom_folder("siemens-mosaic-orient-axasc35");
     let (out, refused) = send(&pki, Peer::Certified("revoked"), tls_port(&scp), &[&series]).await;
@@ -129,10 +122,7 @@ async fn a_revoked_client_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_keeps_the_calling_ae_allowlist() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, true)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(true, true));
     let scp = TestScp::start_with(cfg).await;
     let refused = dcmtk_echo(&pki, Some("client"), "NOTALLOWED", tls_port(&scp)).await;
     assert_calling_ae_refused(&refused);
@@ -156,10 +146,7 @@ fn storescu_args(tls: &[String], port: u16, series: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcmtk_peers_use_mutual_tls_with_the_bcp195_profile() {
     let pki = Pki::new();
-    let cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, false)),
-        ..test_config()
-    };
+    let cfg = with_tls(pki.tls_config(true, false));
     let scp = TestScp::start_with(cfg).await;
     let port = tls_port(&scp);
     let series = dicom_folder("ge-dwi-tensor-r2");
@@ -212,10 +199,7 @@ async fn dcmtk_peers_use_mutual_tls_with_the_bcp195_profile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_bound_to_a_certificate_name_cannot_be_impersonated() {
     let pki = Pki::new();
-    let mut cfg = DicomConfig {
-        tls: Some(pki.tls_config(true, true)),
-        ..test_config()
-    };
+    let mut cfg = with_tls(pki.tls_config(true, true));
     cfg.callers.push(CallerConfig {
         ae_title: "SCANNER1".into(),
         host: None,
@@ -320,10 +304,7 @@ async fn an_unusable_certificate_or_key_fails_the_start_naming_the_file() {
         ),
     ];
     for (tls, file, says) in cases {
-        let cfg = DicomConfig {
-            tls: Some(tls),
-            ..test_config()
-        };
+        let cfg = with_tls(tls);
         let err = match Server::bind(&cfg, spool.clone(), db.clone()).await {
             Ok(_) => panic!("started with an unusable {}", file.display()),
             Err(e) => e.to_string(),

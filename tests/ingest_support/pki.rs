@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use brainaged::config::TlsConfig;
+use brainaged::config::{DicomConfig, TlsConfig};
 
-use super::{AE_TITLE, run, support_script, text};
+use super::{AE_TITLE, run, support_script, test_config, text};
 
 /// An OpenSSL configuration with the extensions each certificate needs; webpki and Python's
 /// `ssl` both insist on v3 certificates with these.
@@ -202,6 +202,14 @@ impl Pki {
             client_crl: None,
             plain_listener,
         }
+    }
+}
+
+/// The tests' DICOM configuration ([`test_config`]) with `[dicom.tls]` set to `tls`.
+pub fn with_tls(tls: TlsConfig) -> DicomConfig {
+    DicomConfig {
+        tls: Some(tls),
+        ..test_config()
     }
 }
 
