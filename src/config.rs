@@ -157,8 +157,8 @@ pub struct CallerConfig {
     #[serde(default)]
     pub host: Option<IpAddr>,
     /// When set, the caller must connect over TLS with a client certificate (verified against
-    /// `dicom.tls.client_ca`) valid for this DNS name, its subjectAltName: a device certified
-    /// by the hospital cannot then call with another device's AE title.
+    /// `dicom.tls.client_ca`) valid for this DNS name or IP address, one of its subjectAltNames:
+    /// a device certified by the hospital cannot then call with another device's AE title.
     #[serde(default)]
     pub tls_name: Option<String>,
 }
@@ -404,7 +404,8 @@ impl Config {
         self.validate_tls_names()
     }
 
-    /// A caller's `tls_name` is a DNS name, and is checked only against a certificate the
+    /// A caller's `tls_name` is a DNS name or an IP address, and is checked only against a
+    /// certificate the
     /// daemon verified: without `dicom.tls.client_ca` that caller could never associate.
     fn validate_tls_names(&self) -> Result<(), ConfigError> {
         let verified = self
@@ -416,9 +417,9 @@ impl Config {
             let Some(name) = &caller.tls_name else {
                 continue;
             };
-            if rustls::pki_types::DnsName::try_from(name.as_str()).is_err() {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
                 return Err(ConfigError::Invalid(format!(
-                    "dicom.callers: tls_name {name:?} of {} is not a DNS name",
+                    "dicom.callers: tls_name {name:?} of {} is neither a DNS name nor an IP address",
                     caller.ae_title
                 )));
             }
@@ -546,7 +547,8 @@ mod tests {
         assert!(toml::from_str::<Config>("[dicom]\nae_titel = \"X\"").is_err());
     }
 
-    /// A caller's `tls_name` must be a DNS name and needs verified client certificates.
+    /// A caller's `tls_name` must be a DNS name or an IP address, and needs verified client
+    /// certificates.
     #[test]
     fn tls_names_need_a_client_ca_and_a_dns_name() {
         let with = |tls: &str, name: &str| {
@@ -559,6 +561,8 @@ mod tests {
             "[dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\nclient_ca = \"ca.pem\"";
         let server_only = "[dicom.tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"";
         assert!(with(mutual, "ct1.radiology.example").is_ok());
+        assert!(with(mutual, "10.1.2.3").is_ok());
+        assert!(with(mutual, "fd00::17").is_ok());
         let err = with(server_only, "ct1.radiology.example").unwrap_err();
         assert!(
             err.to_string().contains("needs dicom.tls.client_ca"),
@@ -570,7 +574,7 @@ mod tests {
             "{err}"
         );
         let err = with(mutual, "not a name").unwrap_err();
-        assert!(err.to_string().contains("is not a DNS name"), "{err}");
+        assert!(err.to_string().contains("neither a DNS name"), "{err}");
     }
 
     /// A reload applies callers, the AE title and TLS file contents; every other change is

@@ -12,7 +12,7 @@ use brainaged::scp::Server;
 use brainaged::spool::Spool;
 use ingest_support::common::{Daemon, dicom_folder};
 use ingest_support::pki::{
-    Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send, send_as, with_tls,
+    EC_KEY, Peer, Pki, assert_calling_ae_refused, dcmtk_echo, send, send_as, with_tls,
 };
 use ingest_support::{TestScp, run, text};
 
@@ -225,6 +225,27 @@ async fn a_caller_bound_to_a_certificate_name_cannot_be_impersonated() {
     assert_eq!(sent["statuses"]["0x0000"], 2, "{sent}");
     let (_, unbound) = send(&pki, Peer::Certified("ct"), tls, &[&series]).await;
     assert_eq!(unbound["statuses"]["0x0000"], 2, "{unbound}");
+    scp.stop().await;
+}
+
+/// A caller can be bound to an IP address its certificate names, as hospital PKIs often
+/// certify modalities: that certificate is admitted, others from the same CA are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_can_be_bound_to_an_ip_address_its_certificate_names() {
+    let pki = Pki::new();
+    pki.make_leaf("mr", "ca", "client_ip", "mr1", EC_KEY);
+    let mut cfg = with_tls(pki.tls_config(true, false));
+    cfg.callers.push(CallerConfig {
+        ae_title: "MR1".into(),
+        host: None,
+        tls_name: Some("10.20.30.40".into()),
+    });
+    let scp = TestScp::start_with(cfg).await;
+    let port = scp.addr.port();
+    assert_calling_ae_refused(&dcmtk_echo(&pki, Some("client"), "MR1", port).await);
+    assert_calling_ae_refused(&dcmtk_echo(&pki, Some("ct"), "MR1", port).await);
+    let admitted = dcmtk_echo(&pki, Some("mr"), "MR1", port).await;
+    assert!(admitted.status.success(), "{}", text(&admitted));
     scp.stop().await;
 }
 

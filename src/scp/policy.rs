@@ -25,7 +25,7 @@ struct Caller {
     ae_title: String,
     /// The only address it may connect from.
     host: Option<IpAddr>,
-    /// The DNS name its verified TLS client certificate must be valid for.
+    /// The DNS name or IP address its verified TLS client certificate must be valid for.
     tls_name: Option<String>,
 }
 
@@ -40,7 +40,8 @@ impl Caller {
     }
 }
 
-/// Whether `cert` (already verified against the client CAs) is valid for the DNS `name`.
+/// Whether `cert` (already verified against the client CAs) is valid for `name`, a DNS name
+/// or an IP address, as one of its subjectAltNames.
 fn certified_as(cert: &CertificateDer, name: &str) -> bool {
     let Ok(name) = ServerName::try_from(name) else {
         return false;

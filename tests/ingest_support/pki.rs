@@ -33,6 +33,10 @@ subjectAltName = DNS:scanner1.test
 basicConstraints = CA:FALSE
 extendedKeyUsage = clientAuth
 subjectAltName = DNS:ct1.test
+[client_ip]
+basicConstraints = CA:FALSE
+extendedKeyUsage = clientAuth
+subjectAltName = IP:10.20.30.40
 [revocations]
 database = index.txt
 new_certs_dir = .
@@ -45,6 +49,9 @@ crl_extensions = crl_ext
 [crl_ext]
 authorityKeyIdentifier = keyid:always
 ";
+
+/// What `openssl req -newkey` takes for the clients' keys.
+pub const EC_KEY: &str = "ec -pkeyopt ec_paramgen_curve:P-256";
 
 /// PEM files for one test: `ca` signs `server`, `client` (named scanner1.test), `ct` (ct1.test)
 /// and `revoked`, which `crl.pem` (a v2 CRL of `ca`) lists; `stranger` is a client of
@@ -64,7 +71,7 @@ impl Pki {
         // RSA for the server, as most hospital PKIs issue; EC for the clients: both kinds of
         // key and signature are exercised.
         pki.make_leaf("server", "ca", "server", "brainaged", "rsa:2048");
-        let ec = "ec -pkeyopt ec_paramgen_curve:P-256";
+        let ec = EC_KEY;
         pki.make_leaf("client", "ca", "client", "scanner1", ec);
         pki.make_leaf("ct", "ca", "client_ct", "ct1", ec);
         pki.make_leaf("stranger", "other_ca", "client", "stranger", ec);
