@@ -59,6 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("jobs       {state:<10} {n}");
         }
         match &certificate {
+            Some(Ok(expires)) if *expires < Utc::now() => {
+                println!("tls        certificate EXPIRED {expires}")
+            }
             Some(Ok(expires)) => println!(
                 "tls        certificate expires {expires} (in {} days)",
                 (*expires - Utc::now()).num_days()
