@@ -23,6 +23,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Apply database migrations and exit.
     Migrate(cmd::migrate::Args),
+    /// Check the configuration and the TLS files it names, as `serve` would load them.
+    CheckConfig(cmd::check_config::Args),
     /// Print counts of instances, series by state and jobs by state.
     Status(cmd::status::Args),
     /// List the job queue, and run failed jobs again.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Migrate(a) => cmd::migrate::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::CheckConfig(a) => cmd::check_config::run(a),
         Command::Jobs(a) => cmd::jobs::run(a),
         Command::Reindex(a) => cmd::reindex::run(a),
         Command::Convert(a) => cmd::convert::run(a),

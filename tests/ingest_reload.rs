@@ -198,3 +198,46 @@ async fn the_daemon_reloads_its_configuration_at_sighup() {
     db.close().await;
     ingest_support::drop_test_database(&url).await;
 }
+
+/// `brainaged check-config FILE`, as the unit's `ExecReload` runs it before SIGHUP, loads the file
+/// and reads every TLS file as a reload would: a good configuration passes and says when the
+/// certificate ends (as openssl reads it); a broken file, or a key that is not the
+/// certificate's, fails naming the problem, so that `systemctl reload` itself fails.
+#[test]
+fn check_config_fails_on_what_a_reload_would_refuse() {
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("brainaged.toml");
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_brainaged"))
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let port = ingest_support::common::free_port();
+    std::fs::write(&file, daemon_config(&pki, port, &["ECHOSCU"], "")).unwrap();
+    let (ok, said) = check();
+    assert!(ok, "{said}");
+    assert!(said.contains("configuration OK"), "{said}");
+    let end = pki
+        .not_after("server")
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    assert!(said.contains(&end), "{said} vs {end}");
+
+    std::fs::copy(pki.key("client"), pki.key("server")).unwrap();
+    let (ok, said) = check();
+    assert!(!ok, "{said}");
+    assert!(said.contains("not the key of the certificate"), "{said}");
+    assert!(
+        said.contains(&pki.key("server").display().to_string()),
+        "{said}"
+    );
+
+    std::fs::write(&file, "[dicom\nbroken").unwrap();
+    let (ok, said) = check();
+    assert!(!ok, "{said}");
+    assert!(said.contains("configuration"), "{said}");
+}

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each has `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`,
 //! except the hidden `convert-job`, the daemon's converter child, which takes no arguments.
 
+pub mod check_config;
 pub mod convert;
 pub mod convert_job;
 pub mod dti;

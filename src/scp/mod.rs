@@ -25,7 +25,7 @@ mod wire;
 pub use index::{IndexError, InstanceIndex};
 pub use listener::Server;
 pub use live::{Reloaded, Reloader};
-pub use tls::{TlsSetupError, certificate_expires};
+pub use tls::{TlsSetupError, certificate_expires, check_tls};
 
 use std::net::SocketAddr;
 

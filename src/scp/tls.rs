@@ -94,6 +94,12 @@ impl Identity {
     }
 }
 
+/// Reads every file `cfg` names and builds what the TLS port would serve, as a start or a
+/// reload does; returns when our certificate expires. For `brainaged check-config`.
+pub fn check_tls(cfg: &TlsConfig) -> Result<DateTime<Utc>, TlsSetupError> {
+    Identity::load(cfg).map(|identity| identity.expires)
+}
+
 /// When the first certificate of the PEM file at `path` (ours, in `[dicom.tls] certificate`)
 /// stops being valid; for `brainaged status`, which does not build an acceptor.
 pub fn certificate_expires(path: &Path) -> Result<DateTime<Utc>, TlsSetupError> {
